@@ -1,0 +1,60 @@
+"""Shared fixtures: a clean W&B environment, composed configs and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+import unet_lab.config  # noqa: F401  (registers the config resolvers)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny but complete setup: trains in a couple of seconds.
+FAST = ["debug=fast", "logger=csv", "callbacks.validation_images=null"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_wandb_account() -> Iterator[None]:
+    """Tests run as a user without W&B credentials (whatever this machine has)."""
+    saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_MODE", "NETRC")}
+    os.environ.pop("WANDB_API_KEY", None)
+    os.environ.pop("WANDB_MODE", None)
+    os.environ["NETRC"] = os.devnull
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def compose_config(output_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+    """The training config as `python train.py` composes it, writing into ``output_dir``."""
+    with initialize_config_module("unet_lab.conf", version_base="1.3"):
+        return compose(
+            "train", overrides=[f"paths.output_dir={output_dir}", *(overrides or [])]
+        )
+
+
+def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``python train.py ARGS`` (the real shim) in ``cwd`` as a user would."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"train.py {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result

@@ -1,0 +1,91 @@
+"""The synthetic data module, the in-memory dataset and augmentation pipelines."""
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+
+from unet_lab.data import SegmentationArrayDataset, SyntheticShapesDataModule, compose
+from unet_lab.validation import InvalidArgumentError
+
+
+def _datamodule(**kwargs) -> SyntheticShapesDataModule:
+    args = {"image_size": 48, "train_size": 6, "val_size": 3, "test_size": 3, "batch_size": 4}
+    return SyntheticShapesDataModule(**{**args, **kwargs})
+
+
+def test_same_seed_same_images_other_seed_other_images() -> None:
+    a, b, c = _datamodule(seed=1), _datamodule(seed=1), _datamodule(seed=2)
+    images_a, masks_a = a.load_split("train")
+    images_b, masks_b = b.load_split("train")
+    images_c, _ = c.load_split("train")
+    assert all(np.array_equal(x, y) for x, y in zip(images_a, images_b, strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(masks_a, masks_b, strict=True))
+    assert not np.array_equal(images_a[0], images_c[0])
+
+
+def test_splits_differ() -> None:
+    dm = _datamodule()
+    assert not np.array_equal(dm.load_split("train")[0][0], dm.load_split("val")[0][0])
+
+
+@pytest.mark.parametrize(("num_classes", "names"), [
+    (2, ["background", "shape"]),
+    (4, ["background", "ellipse", "rectangle", "triangle"]),
+    (6, ["background", "ellipse", "rectangle", "triangle", "ring", "cross"]),
+])
+def test_labels_and_class_names(num_classes: int, names: list[str]) -> None:
+    dm = _datamodule(num_classes=num_classes, train_size=40)
+    assert dm.class_names == names
+    images, masks = dm.load_split("train")
+    labels = np.unique(np.concatenate([m.ravel() for m in masks]))
+    assert set(labels.tolist()) == set(range(num_classes))  # every class occurs in 40 images
+    assert images[0].shape == (48, 48, 3) and images[0].dtype == np.uint8
+
+
+def test_images_are_not_trivial() -> None:
+    """Foreground and background intensities overlap: a threshold cannot segment them."""
+    images, masks = _datamodule(train_size=20, in_channels=1).load_split("train")
+    fg = np.concatenate([i[..., 0][m > 0] for i, m in zip(images, masks, strict=True)])
+    bg = np.concatenate([i[..., 0][m == 0] for i, m in zip(images, masks, strict=True)])
+    assert np.percentile(fg, 90) > np.percentile(bg, 10)
+    assert np.percentile(bg, 90) > np.percentile(fg, 10)
+
+
+def test_loaders_give_normalized_float_images_and_int64_masks() -> None:
+    dm = _datamodule(in_channels=1, train_transform=compose({"flip": A.HorizontalFlip(p=1.0)}))
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 48, 48) and batch["image"].dtype == torch.float32
+    assert batch["mask"].shape == (4, 48, 48) and batch["mask"].dtype == torch.int64
+    assert batch["image"].mean().abs() < 0.1
+    assert len(dm.val_dataloader().dataset) == 3
+
+
+def test_augmentation_moves_image_and_mask_together_and_keeps_labels() -> None:
+    images, masks = _datamodule(num_classes=6, train_size=4).load_split("train")
+    pipeline = compose({
+        "rotate": A.Rotate(limit=30, p=1.0),
+        "elastic": A.ElasticTransform(alpha=30, sigma=5, p=1.0),
+        "flip": A.HorizontalFlip(p=1.0),
+    })
+    dataset = SegmentationArrayDataset(images, masks, pipeline)
+    for index in range(4):
+        sample = dataset[index]
+        assert set(sample["mask"].unique().tolist()) <= set(range(6))
+    flipped = SegmentationArrayDataset(images, masks, compose({"f": A.HorizontalFlip(p=1.0)}))[0]
+    assert torch.equal(flipped["mask"], torch.from_numpy(masks[0][:, ::-1].astype(np.int64)))
+
+
+def test_compose_skips_switched_off_transforms_and_keeps_order() -> None:
+    pipeline = compose({"a": A.HorizontalFlip(p=1.0), "off": None, "b": A.VerticalFlip(p=1.0)})
+    assert [type(t).__name__ for t in pipeline.transforms] == ["HorizontalFlip", "VerticalFlip"]
+    with pytest.raises(TypeError, match="'bad'"):
+        compose({"bad": "not a transform"})  # type: ignore[dict-item]
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(InvalidArgumentError, match="num_classes"):
+        SyntheticShapesDataModule(num_classes=9)
+    with pytest.raises(InvalidArgumentError, match="batch_size"):
+        SyntheticShapesDataModule(batch_size=0)

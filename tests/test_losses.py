@@ -1,0 +1,107 @@
+"""Losses against values worked out by hand, and ignore_index behaving the same everywhere."""
+
+import math
+
+import pytest
+import torch
+
+from unet_lab.losses import CrossEntropyLoss, DiceCELoss, DiceLoss
+
+# Two pixels, two classes: pixel A has logits (2, 0) and is class 0; pixel B (0, 1), class 1.
+LOGITS = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (N=1, C=2, H=1, W=2)
+TARGET = torch.tensor([[[0, 1]]])
+P_A0 = math.exp(2) / (math.exp(2) + 1)  # softmax probability of class 0 at A
+P_B1 = math.exp(1) / (math.exp(1) + 1)  # softmax probability of class 1 at B
+
+
+def test_cross_entropy_by_hand() -> None:
+    expected = (-math.log(P_A0) - math.log(P_B1)) / 2
+    assert CrossEntropyLoss()(LOGITS, TARGET).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_cross_entropy_class_weights_by_hand() -> None:
+    expected = (1 * -math.log(P_A0) + 3 * -math.log(P_B1)) / (1 + 3)
+    loss = CrossEntropyLoss(class_weights=[1.0, 3.0])(LOGITS, TARGET)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_cross_entropy_label_smoothing_by_hand() -> None:
+    eps = 0.2
+    log_p = torch.log_softmax(LOGITS, dim=1)[0, :, 0, :]  # (C, pixels)
+    # smoothed target: 1 - eps + eps/C on the true class, eps/C on the other
+    expected = -sum(
+        (1 - eps + eps / 2) * log_p[t, i] + (eps / 2) * log_p[1 - t, i]
+        for i, t in enumerate([0, 1])
+    ).item() / 2
+    loss = CrossEntropyLoss(label_smoothing=eps)(LOGITS, TARGET)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_dice_foreground_by_hand() -> None:
+    intersection = P_B1
+    predicted = (1 - P_A0) + P_B1
+    expected = 1 - 2 * intersection / (predicted + 1)
+    assert DiceLoss(smooth=0.0)(LOGITS, TARGET).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_dice_with_background_by_hand() -> None:
+    dice_fg = 2 * P_B1 / ((1 - P_A0) + P_B1 + 1)
+    dice_bg = 2 * P_A0 / (P_A0 + (1 - P_B1) + 1)
+    loss = DiceLoss(include_background=True, smooth=0.0)(LOGITS, TARGET)
+    assert loss.item() == pytest.approx(1 - (dice_fg + dice_bg) / 2, rel=1e-6)
+
+
+def test_dice_ce_is_the_weighted_sum() -> None:
+    dice = DiceLoss(smooth=0.0)(LOGITS, TARGET)
+    ce = CrossEntropyLoss()(LOGITS, TARGET)
+    loss = DiceCELoss(dice_weight=0.5, ce_weight=2.0, smooth=0.0)(LOGITS, TARGET)
+    assert loss.item() == pytest.approx(0.5 * dice.item() + 2.0 * ce.item(), rel=1e-6)
+
+
+def test_per_image_dice_is_the_mean_over_images() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    loss = DiceLoss(batch_dice=False)
+    each = [loss(logits[i : i + 1], target[i : i + 1]) for i in range(2)]
+    assert loss(logits, target).item() == pytest.approx(sum(each).item() / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+@pytest.mark.parametrize("make_loss", [CrossEntropyLoss, DiceLoss, DiceCELoss])
+def test_perfect_prediction_costs_nothing(make_loss, num_classes: int) -> None:
+    target = torch.randint(0, num_classes, (2, 16, 16))
+    logits = 50.0 * torch.nn.functional.one_hot(target, num_classes).movedim(-1, 1).float()
+    assert make_loss()(logits, target).item() == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+@pytest.mark.parametrize("make_loss", [CrossEntropyLoss, DiceLoss, DiceCELoss])
+def test_ignored_pixels_change_nothing(make_loss, num_classes: int) -> None:
+    torch.manual_seed(1)
+    loss = make_loss(ignore_index=255)
+    logits = torch.randn(2, num_classes, 12, 12)
+    target = torch.randint(0, num_classes, (2, 12, 12))
+    ignored = torch.rand(2, 12, 12) < 0.3
+    target[ignored] = 255
+    reference = loss(logits, target)
+
+    scrambled = logits.clone()
+    scrambled[ignored.unsqueeze(1).expand_as(logits)] = 100 * torch.randn(int(ignored.sum()) * num_classes)
+    assert loss(scrambled, target).item() == pytest.approx(reference.item(), rel=1e-6)
+
+    if make_loss is not DiceLoss or loss.batch_dice:
+        # Same value as the loss over the valid pixels alone (pooled as one image).
+        valid = ~ignored
+        only_valid_logits = logits.movedim(1, -1)[valid].T.reshape(1, num_classes, -1, 1)
+        only_valid_target = target[valid].reshape(1, -1, 1)
+        expected = make_loss()(only_valid_logits, only_valid_target)
+        assert reference.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_losses_compute_in_float32_under_bf16() -> None:
+    logits = torch.randn(2, 3, 8, 8, dtype=torch.bfloat16, requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 8))
+    loss = DiceCELoss()(logits, target)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert logits.grad is not None

@@ -1,0 +1,122 @@
+"""Callbacks: the run's record (best validation scores, config in checkpoints) and W&B images."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+
+from unet_lab.validation import check_choice, check_int
+
+
+class BestMetrics(pl.Callback):
+    """Keeps every ``val/*`` score of the epoch where ``monitor`` was best (as ModelCheckpoint
+    judges it), so the run summary reports the scores of the best checkpoint without another
+    validation pass. Its state travels in checkpoints, so a resumed run remembers it."""
+
+    def __init__(self, monitor: str, mode: str = "max") -> None:
+        self.monitor = monitor
+        self.mode = check_choice("mode", mode, ("max", "min"))
+        self.best: dict[str, float] = {}
+        self.best_epoch: int | None = None
+
+    def _improves(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best_epoch is None:
+            return True
+        best = self.best[self.monitor]
+        return value > best if self.mode == "max" else value < best
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        if self._improves(float(trainer.callback_metrics[self.monitor])):
+            self.best = {
+                key: float(value)
+                for key, value in trainer.callback_metrics.items()
+                if key.startswith("val/")
+            }
+            self.best_epoch = trainer.current_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = dict(state_dict["best"])
+        self.best_epoch = state_dict["best_epoch"]
+
+
+class ConfigInCheckpoint(pl.Callback):
+    """Stores the run's resolved config in every checkpoint (key ``unet_lab_config``), so
+    evaluation and prediction need only the checkpoint path."""
+
+    KEY = "unet_lab_config"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[self.KEY] = self.config
+
+
+class ValidationImages(pl.Callback):
+    """Logs a few validation images with predicted and true masks to W&B (when it is a logger),
+    every ``every_n_epochs`` epochs, from the first validation batch."""
+
+    def __init__(self, num_images: int = 4, every_n_epochs: int = 1) -> None:
+        self.num_images = check_int("num_images", num_images, 0)
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if (
+            not wandb_loggers
+            or batch_idx != 0
+            or dataloader_idx != 0
+            or trainer.sanity_checking
+            or self.num_images == 0
+            or trainer.current_epoch % self.every_n_epochs != 0
+            or not trainer.is_global_zero
+        ):
+            return
+        count = min(self.num_images, batch["image"].shape[0])
+        labels = dict(enumerate(getattr(pl_module, "class_names", [])))
+        images = [_display_image(batch["image"][i]) for i in range(count)]
+        masks = [
+            {
+                "prediction": {"mask_data": _numpy(outputs["preds"][i]), "class_labels": labels},
+                "ground_truth": {"mask_data": _numpy(batch["mask"][i]), "class_labels": labels},
+            }
+            for i in range(count)
+        ]
+        for logger in wandb_loggers:
+            logger.log_image("val/examples", images, step=trainer.global_step, masks=masks)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().astype(np.uint8)
+
+
+def _display_image(image: torch.Tensor) -> np.ndarray:
+    """A normalized CHW image as HWC uint8, stretched to its own range."""
+    array = image.detach().float().cpu().numpy()
+    if array.shape[0] not in (1, 3):  # show the first channel of other channel counts
+        array = array[:1]
+    low, high = array.min(), array.max()
+    array = (array - low) / max(high - low, 1e-6)
+    return (array.transpose(1, 2, 0) * 255).round().astype(np.uint8)

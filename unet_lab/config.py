@@ -1,0 +1,65 @@
+"""Turning the composed Hydra config into objects, with errors that name the config key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from unet_lab.errors import config_error
+
+CONFIG_MODULE = "unet_lab.conf"
+
+
+def _run_name() -> str | None:
+    """The job's overrides (``model.depth=3,...``), or its folder name when it has none."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg.job.override_dirname or Path(hydra_cfg.runtime.output_dir).name
+
+
+def _sweep_group() -> str | None:
+    """The sweep folder's name for jobs of a ``-m`` sweep, None for single runs."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("unet_lab.run_name", _run_name, replace=True)
+    OmegaConf.register_new_resolver("unet_lab.sweep_group", _sweep_group, replace=True)
+
+
+register_resolvers()
+
+
+def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node)``; a bad argument becomes a ConfigError naming ``key``."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except (InstantiationException, TypeError) as exc:
+        error = config_error(exc, key)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def instantiate_named(group: DictConfig | None, key: str) -> list[Any]:
+    """Instantiates each entry of a ``{name: config}`` group (callbacks, loggers), skipping
+    entries set to null."""
+    if not group:
+        return []
+    return [
+        instantiate(node, f"{key}.{name}") for name, node in group.items() if node is not None
+    ]
+
+
+def optional(node: DictConfig | None) -> DictConfig | None:
+    """An optional group (``scheduler=none``) composes to an empty node: treat it as absent."""
+    return node if node else None

@@ -1,0 +1,13 @@
+"""Data modules, datasets and augmentation pipelines."""
+
+from unet_lab.data.augmentation import compose
+from unet_lab.data.datamodule import InMemoryDataModule
+from unet_lab.data.dataset import SegmentationArrayDataset
+from unet_lab.data.synthetic import SyntheticShapesDataModule
+
+__all__ = [
+    "InMemoryDataModule",
+    "SegmentationArrayDataset",
+    "SyntheticShapesDataModule",
+    "compose",
+]

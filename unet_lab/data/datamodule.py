@@ -1,0 +1,78 @@
+"""Lightning data module over in-memory splits; subclasses say how a split is loaded."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import albumentations as A
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from unet_lab.data.dataset import SegmentationArrayDataset
+from unet_lab.validation import check_int
+
+SPLITS = ("train", "val", "test")
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Loads each split once into memory and serves it through DataLoaders.
+
+    ``train_transform`` is applied to training samples, ``eval_transform`` to validation and test
+    samples (usually nothing, so evaluation sees the data as it is).
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_workers: int = 0,
+        train_transform: A.Compose | None = None,
+        eval_transform: A.Compose | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.num_workers = check_int("num_workers", num_workers, 0)
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.datasets: dict[str, SegmentationArrayDataset] = {}
+
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str]:
+        """One name per class; ``len(class_names)`` is the number of classes."""
+
+    @abstractmethod
+    def load_split(self, split: str) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
+        """Images (H, W, C) and label masks (H, W) of one split."""
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in _STAGE_SPLITS.get(stage or "", SPLITS):
+            if split not in self.datasets:
+                transform = self.train_transform if split == "train" else self.eval_transform
+                images, masks = self.load_split(split)
+                self.datasets[split] = SegmentationArrayDataset(images, masks, transform)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(self.datasets[split]) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self._on_gpu(),
+        )
+
+    def _on_gpu(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

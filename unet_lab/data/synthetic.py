@@ -1,0 +1,69 @@
+"""The embedded default data set: procedurally generated textured shapes (see ``shapes``)."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+
+from unet_lab.data.datamodule import SPLITS, InMemoryDataModule
+from unet_lab.data.shapes import SHAPE_KINDS, render_shapes
+from unet_lab.validation import check_float, check_int
+
+
+class SyntheticShapesDataModule(InMemoryDataModule):
+    """Textured shapes on noisy textured backgrounds; class = shape kind.
+
+    Deterministic from ``seed``: the same arguments give the same images on every machine and in
+    every process. ``num_classes`` counts the background: 2 is binary (any shape is foreground),
+    3..6 use that many - 1 shape kinds.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        in_channels: int = 3,
+        num_classes: int = 4,
+        train_size: int = 1024,
+        val_size: int = 128,
+        test_size: int = 128,
+        max_objects: int = 6,
+        noise: float = 0.08,
+        seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        train_transform: A.Compose | None = None,
+        eval_transform: A.Compose | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, train_transform, eval_transform)
+        self.image_size = check_int("image_size", image_size, 8)
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.num_classes = check_int("num_classes", num_classes, 2, len(SHAPE_KINDS) + 1)
+        self.split_sizes = {
+            "train": check_int("train_size", train_size, 1),
+            "val": check_int("val_size", val_size, 1),
+            "test": check_int("test_size", test_size, 1),
+        }
+        self.max_objects = check_int("max_objects", max_objects, 1)
+        self.noise = check_float("noise", noise, 0.0)
+        self.seed = check_int("seed", seed, 0)
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.num_classes == 2:
+            return ["background", "shape"]
+        return ["background", *SHAPE_KINDS[: self.num_classes - 1]]
+
+    def load_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        split_id = SPLITS.index(split)
+        samples = [
+            render_shapes(
+                np.random.default_rng([self.seed, split_id, index]),
+                self.image_size,
+                self.in_channels,
+                self.num_classes,
+                self.max_objects,
+                self.noise,
+            )
+            for index in range(self.split_sizes[split])
+        ]
+        return [image for image, _ in samples], [mask for _, mask in samples]

@@ -1,0 +1,59 @@
+"""One-line messages for configuration mistakes, raised before any training starts."""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from hydra.errors import ConfigCompositionException, InstantiationException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from unet_lab.validation import InvalidArgumentError
+
+
+class ConfigError(ValueError):
+    """A config key has a wrong name or value; the message names the key."""
+
+
+def config_error(exc: BaseException, key: str) -> ConfigError | None:
+    """A :class:`ConfigError` for a failed instantiation of config node ``key``, when the cause
+    is a bad argument (value out of range, unknown argument); else None."""
+    cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
+    if isinstance(cause, InvalidArgumentError):
+        return ConfigError(f"{key}.{cause.name}={cause.value!r} is not valid: expected {cause.expected}")
+    if isinstance(cause, TypeError):
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if match:
+            return ConfigError(f"{key}.{match.group(1)} is not an argument of {key}")
+    return None
+
+
+def one_line(exc: BaseException) -> str | None:
+    """A one-line description of a configuration error, or None for other exceptions."""
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    cause = exc.__cause__ if isinstance(exc, ConfigCompositionException) else exc
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        return _omegaconf_message(cause)
+    if isinstance(exc, ConfigCompositionException):
+        return " ".join(str(exc).split())
+    return None
+
+
+def _omegaconf_message(exc: OmegaConfBaseException) -> str:
+    key = str(exc.full_key)
+    message = str(getattr(exc, "msg", "") or exc).splitlines()[0]
+    parent = getattr(exc, "parent_node", None)
+    if "not in struct" in message or "Missing key" in message:
+        name = key.rsplit(".", 1)[-1]
+        known = list(parent.keys()) if isinstance(parent, DictConfig) else []
+        hint = difflib.get_close_matches(name, [str(k) for k in known], n=1)
+        group = key.rsplit(".", 1)[0] if "." in key else "the config"
+        text = f"unknown config key '{key}'"
+        if hint:
+            text += f" (did you mean '{key.rsplit('.', 1)[0]}.{hint[0]}'?)"
+        if known:
+            text += f"; {group} has: " + ", ".join(str(k) for k in known if k != "_target_")
+        return text
+    return f"{key}: {message}"

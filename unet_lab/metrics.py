@@ -1,0 +1,66 @@
+"""Segmentation scores from one accumulated confusion matrix (torchmetrics, DDP-synchronised).
+
+Policy, the same for every stage:
+- Scores are computed over all pixels of the epoch ("global" Dice/IoU per class), not averaged
+  per image.
+- A class absent from both the predictions and the targets of the epoch has no defined Dice or
+  IoU: it is reported as NaN and left out of the means.
+- The means (``dice``, ``iou``) are over the foreground classes (1..C-1) unless
+  ``include_background`` is set; with a single class they are over that class.
+- Pixels whose target is ``ignore_index`` are left out of everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+def scores_from_confusion(
+    confmat: torch.Tensor,
+    class_names: Sequence[str],
+    include_background: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Dice, IoU per class and their means, and pixel accuracy, from a (true x pred) matrix."""
+    confmat = confmat.double()
+    true_positive = confmat.diag()
+    target_total = confmat.sum(dim=1)
+    pred_total = confmat.sum(dim=0)
+    union = target_total + pred_total - true_positive
+    nan = torch.tensor(float("nan"), dtype=confmat.dtype, device=confmat.device)
+    present = union > 0
+    dice = torch.where(present, 2 * true_positive / (target_total + pred_total), nan)
+    iou = torch.where(present, true_positive / union, nan)
+    mean_from = 0 if include_background or len(class_names) == 1 else 1
+    scores = {
+        "dice": dice[mean_from:].nanmean(),
+        "iou": iou[mean_from:].nanmean(),
+        "acc": true_positive.sum() / confmat.sum().clamp_min(1),
+    }
+    for index, name in enumerate(class_names):
+        scores[f"dice_{name}"] = dice[index]
+        scores[f"iou_{name}"] = iou[index]
+    return {key: value.float() for key, value in scores.items()}
+
+
+class SegmentationScores(MulticlassConfusionMatrix):
+    """Accumulates a confusion matrix over label maps; ``compute()`` returns named scores."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        include_background: bool = False,
+    ) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
+        names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"class_names has {len(names)} names for {num_classes} classes")
+        self.class_names = names
+        self.include_background = include_background
+
+    def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return scores_from_confusion(self.confmat, self.class_names, self.include_background)

@@ -1,0 +1,125 @@
+"""The LightningModule that trains, validates and tests any segmentation network."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from unet_lab.metrics import SegmentationScores
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[..., LRScheduler]
+STAGES = ("train", "val", "test")
+
+
+class SegmentationModule(pl.LightningModule):
+    """Trains ``net`` with ``loss``; logs loss and :class:`SegmentationScores` per stage.
+
+    Args:
+        net: maps images ``(N, C_in, *spatial)`` to logits ``(N, num_classes, *spatial)``.
+        loss: ``loss(logits, target) -> scalar``.
+        optimizer: called with the parameters (a Hydra ``_partial_``).
+        scheduler: called with the optimizer, plus ``total_steps`` if it accepts that argument;
+            stepped every optimizer step. ``None`` keeps the learning rate constant.
+        class_names: one per output channel; names the per-class scores (``val/dice_<name>``).
+        ignore_index: target value left out of the scores (the loss has its own setting).
+        include_background: count class 0 in the mean Dice/IoU.
+        channels_last: keep weights and images in channels-last memory format (faster
+            convolutions on CPUs and tensor-core GPUs, above all with bf16).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        include_background: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.channels_last = channels_last
+        num_classes = int(getattr(net, "num_classes", len(class_names or [])))
+        self.class_names = list(class_names or [f"class{i}" for i in range(num_classes)])
+        scores = {"num_classes": num_classes, "class_names": self.class_names,
+                  "ignore_index": ignore_index, "include_background": include_background}
+        self.train_scores = SegmentationScores(**scores)
+        self.val_scores = SegmentationScores(**scores)
+        self.test_scores = SegmentationScores(**scores)
+        if channels_last:
+            spatial_dims = int(getattr(net, "spatial_dims", 2))
+            self.net.to(memory_format=_channels_last(spatial_dims + 2))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            image = image.contiguous(memory_format=_channels_last(image.ndim))
+        return self.net(image)
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        logits = self(batch["image"])
+        loss = self.loss(logits, batch["mask"])
+        preds = logits.argmax(dim=1)
+        getattr(self, f"{stage}_scores").update(preds, batch["mask"])
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["image"].shape[0],
+            sync_dist=stage != "train",
+        )
+        return {"loss": loss, "preds": preds}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._step(batch, "test")
+
+    def _log_scores(self, stage: str) -> None:
+        scores: SegmentationScores = getattr(self, f"{stage}_scores")
+        values = {f"{stage}/{k}": v for k, v in scores.compute().items()}  # over all ranks
+        self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
+        self.log_dict(values)
+        scores.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_scores("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        kwargs = {}
+        if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _channels_last(ndim: int) -> torch.memory_format:
+    """The channels-last format for tensors of ``ndim`` dimensions (4: images, 5: volumes)."""
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last

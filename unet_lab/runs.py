@@ -1,0 +1,88 @@
+"""Run folders: resuming one in place, and its summary file ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+CHECKPOINT_DIR = "checkpoints"
+HYDRA_DIR = ".hydra"
+SUMMARY_FILE = "metrics.json"
+_MULTIRUN_FLAGS = ("-m", "--multirun")
+# What Hydra and the logging set-up write into a run folder before training starts.
+_START_FILES = {HYDRA_DIR, "train.log"}
+
+
+def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
+    """The unet-lab run folder holding ``ckpt_path`` (``<run>/checkpoints/x.ckpt``), if any."""
+    path = Path(ckpt_path).expanduser().resolve()
+    run_dir = path.parent.parent
+    if path.parent.name == CHECKPOINT_DIR and (run_dir / HYDRA_DIR / "overrides.yaml").exists():
+        return run_dir
+    return None
+
+
+def saved_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides of the run's latest start (first start or last resume)."""
+    starts = [run_dir / HYDRA_DIR, *sorted((run_dir / HYDRA_DIR).glob("resume-*"))]
+    return list(yaml.safe_load((starts[-1] / "overrides.yaml").read_text()) or [])
+
+
+def _override_key(override: str) -> str:
+    return OverridesParser.create().parse_override(override).get_key_element().lstrip("+~")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_arguments(args: list[str]) -> list[str]:
+    """Rewrites command-line overrides so that ``ckpt_path=<run>/checkpoints/last.ckpt``
+    resumes that run in its own folder, with its own overrides (the new ones win).
+
+    Checkpoints outside a run folder, and sweeps, are left as they are.
+    """
+    ckpts = [a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+") == "ckpt_path"]
+    if not ckpts or any(a in _MULTIRUN_FLAGS for a in args):
+        return args
+    run_dir = run_dir_of_checkpoint(ckpts[-1])
+    if run_dir is None:
+        return args
+    overrides = [a for a in args if not a.startswith("-")]
+    given = {_override_key(a) for a in overrides}
+    earlier = [o for o in saved_overrides(run_dir) if _override_key(o) not in given | {"ckpt_path"}]
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    placement = [f"hydra.output_subdir={HYDRA_DIR}/resume-{stamp}"]
+    if not any(key.startswith("hydra.run.dir") for key in given):
+        placement.append(f"hydra.run.dir={_quote(str(run_dir))}")
+    return earlier + args + placement
+
+
+def discard_unstarted(run_dir: Path) -> None:
+    """Removes a run folder that holds only what was written before training could start."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _START_FILES:
+        shutil.rmtree(run_dir)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """Writes ``metrics.json`` (non-finite scores such as NaN for absent classes become null)."""
+    path = run_dir / SUMMARY_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(summary), indent=2) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,209 @@
+"""Training: compose the config, build every part, fit, test the best checkpoint, summarize.
+
+``python train.py [overrides]`` and ``unet-lab train [overrides]`` run :func:`main`; the Python
+API is :func:`train` with a composed config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
+
+from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
+from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
+from unet_lab.data.datamodule import InMemoryDataModule
+from unet_lab.errors import ConfigError, one_line
+from unet_lab.module import SegmentationModule
+from unet_lab.precision import resolve_precision
+from unet_lab.runs import discard_unstarted, resume_arguments, write_summary
+from unet_lab.wandb_logging import finish_wandb
+
+log = logging.getLogger("unet_lab")
+# Set when the user asked for full tracebacks (HYDRA_FULL_ERROR=1 before we start).
+_DEBUG_ENV = "UNET_LAB_FULL_ERROR"
+
+
+@dataclass
+class Experiment:
+    """Everything a run is built from."""
+
+    datamodule: InMemoryDataModule
+    module: SegmentationModule
+    trainer: pl.Trainer
+    best_metrics: BestMetrics
+
+
+def build(cfg: DictConfig) -> Experiment:
+    """Instantiates data, model, module, callbacks, loggers and trainer from ``cfg``.
+
+    Raises :class:`ConfigError` naming the key for bad values, before anything is trained.
+    """
+    net = instantiate(cfg.model, "model")
+    transforms = {
+        f"{split}_transform": instantiate(cfg.augmentation[split], f"augmentation.{split}")
+        for split in ("train", "eval")
+    }
+    datamodule = instantiate(cfg.data, "data", **transforms)
+    if len(datamodule.class_names) != net.num_classes:
+        raise ConfigError(
+            f"model.num_classes={net.num_classes} does not match the data's "
+            f"{len(datamodule.class_names)} classes ({', '.join(datamodule.class_names)})"
+        )
+    scheduler_cfg = optional(cfg.get("scheduler"))
+    module = instantiate(
+        cfg.module,
+        "module",
+        net=net,
+        loss=instantiate(cfg.loss, "loss"),
+        optimizer=instantiate(cfg.optimizer, "optimizer"),
+        scheduler=instantiate(scheduler_cfg, "scheduler") if scheduler_cfg else None,
+        class_names=datamodule.class_names,
+    )
+    best_metrics = BestMetrics(cfg.optimized_metric, cfg.optimized_mode)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [
+        *instantiate_named(cfg.get("callbacks"), "callbacks"),
+        best_metrics,
+        ConfigInCheckpoint(resolved),  # type: ignore[arg-type]
+    ]
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
+    trainer = instantiate(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=instantiate_named(cfg.get("logger"), "logger") or False,
+        precision=precision,
+    )
+    return Experiment(datamodule, module, trainer, best_metrics)
+
+
+def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    return trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+
+
+def _scores(metrics: dict[str, Any], stage: str) -> dict[str, float]:
+    prefix = f"{stage}/"
+    return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Trains as ``cfg`` says and returns the run summary (also written to ``metrics.json``)."""
+    started = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    try:
+        experiment = build(cfg)
+    except ConfigError:
+        if cfg.get("ckpt_path") is None:
+            discard_unstarted(run_dir)
+        raise
+    trainer, module = experiment.trainer, experiment.module
+    parameters = sum(p.numel() for p in module.net.parameters())
+    log.info("run folder: %s", run_dir)
+    log.info("model: %s, %.2f M parameters", type(module.net).__name__, parameters / 1e6)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+    summary: dict[str, Any] = {"status": "running", "run_dir": str(run_dir)}
+    try:
+        trainer.fit(module, datamodule=experiment.datamodule, ckpt_path=cfg.get("ckpt_path"))
+        checkpoint = _checkpoint_callback(trainer)
+        best_path = checkpoint.best_model_path if checkpoint else ""
+        test: dict[str, float] = {}
+        if cfg.get("test") and not trainer.interrupted:
+            results = trainer.test(module, datamodule=experiment.datamodule, ckpt_path=best_path or None)
+            test = _scores(results[0] if results else {}, "test")
+        best = experiment.best_metrics
+        summary.update(
+            status="interrupted" if trainer.interrupted else "completed",
+            optimized_metric={
+                "name": cfg.optimized_metric,
+                "mode": cfg.optimized_mode,
+                "value": best.best.get(cfg.optimized_metric),
+            },
+            best_epoch=best.best_epoch,
+            epochs_completed=trainer.current_epoch,
+            global_step=trainer.global_step,
+            best_checkpoint=str(Path(best_path).relative_to(run_dir)) if best_path else None,
+            val=_scores(best.best, "val"),
+            test=test,
+            model={"class": type(module.net).__name__, "parameters": parameters},
+            precision=str(trainer.precision),
+        )
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(
+                    {"best_epoch": best.best_epoch, **{f"best/{k}": v for k, v in best.best.items()}}
+                )
+    except BaseException as exc:
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        summary["duration_s"] = round(time.perf_counter() - started, 1)
+        if trainer.is_global_zero:
+            write_summary(run_dir, summary)
+            _report(summary, finish_wandb(run_dir))
+    return summary
+
+
+def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
+    log.info("run %s: %s", summary["status"], summary["run_dir"])
+    metric = summary.get("optimized_metric") or {}
+    if metric.get("value") is not None:
+        log.info("best %s = %.4f (epoch %s)", metric["name"], metric["value"], summary["best_epoch"])
+    for stage in ("val", "test"):
+        scores = summary.get(stage) or {}
+        if scores:
+            shown = ", ".join(
+                f"{k}={v:.4f}" for k, v in scores.items() if k in ("dice", "iou", "acc", "loss")
+            )
+            log.info("%s (best checkpoint): %s", stage, shown)
+    for folder in offline_runs:
+        log.info("W&B run saved offline; upload it with: wandb sync %s", folder)
+
+
+def _exit_with_config_error(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        summary = train(cfg)
+    except ConfigError as error:
+        if os.environ.get(_DEBUG_ENV) == "1":
+            raise
+        # SystemExit passes through Hydra's job runner: a sweep stops at its first bad config.
+        _exit_with_config_error(str(error))
+    return summary["optimized_metric"]["value"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry: resume handling, then Hydra; config mistakes print one line."""
+    args = sys.argv[1:] if argv is None else argv
+    sys.argv = [sys.argv[0], *resume_arguments(args)]
+    os.environ.setdefault(_DEBUG_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
+    torch.set_float32_matmul_precision("high")
+    try:
+        _hydra_main()
+    except Exception as exc:
+        message = None if os.environ[_DEBUG_ENV] == "1" else one_line(exc)
+        if message is None:
+            raise
+        _exit_with_config_error(message)

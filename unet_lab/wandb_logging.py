@@ -1,0 +1,112 @@
+"""Weights & Biases that never blocks a run: online with credentials and a reachable server,
+otherwise offline (synced later with ``wandb sync``)."""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import socket
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pytorch_lightning.loggers import WandbLogger
+
+from unet_lab.validation import check_choice
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "online", "offline", "disabled")
+DEFAULT_HOST = "https://api.wandb.ai"
+CONNECT_TIMEOUT_S = 3.0
+
+
+def _host() -> str:
+    return urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)).hostname or "api.wandb.ai"
+
+
+def has_credentials() -> bool:
+    """An API key in ``WANDB_API_KEY`` or in the netrc file that ``wandb login`` writes."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = os.environ.get("NETRC", str(Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(path).authenticators(_host()) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def server_reachable(timeout: float = CONNECT_TIMEOUT_S) -> bool:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_HOST))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((_host(), port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_mode(mode: str = "auto") -> str:
+    """``auto`` -> ``$WANDB_MODE`` if set, else online with credentials and a reachable server,
+    else offline. Takes at most a few seconds and never prompts."""
+    check_choice("mode", mode, MODES)
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return check_choice("WANDB_MODE", os.environ["WANDB_MODE"], MODES[1:] + ("dryrun", "run"))
+    if not has_credentials():
+        log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`): logging offline")
+        return "offline"
+    if not server_reachable():
+        log.warning("W&B: %s is not reachable: logging offline", _host())
+        return "offline"
+    return "online"
+
+
+def _run_id(save_dir: Path) -> str:
+    """The W&B run id of this run folder: made once, reused on resume."""
+    path = save_dir / "wandb" / "run_id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def wandb_logger(
+    save_dir: str,
+    project: str = "unet-lab",
+    name: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    entity: str | None = None,
+    mode: str = "auto",
+) -> WandbLogger:
+    """A Lightning ``WandbLogger`` writing under ``save_dir/wandb``, resumable in place."""
+    import wandb
+
+    folder = Path(save_dir)
+    return WandbLogger(
+        save_dir=str(folder),
+        project=project,
+        name=name,
+        group=group,
+        tags=list(tags or []),
+        entity=entity,
+        id=_run_id(folder),
+        resume="allow",
+        mode=resolve_mode(mode),
+        settings=wandb.Settings(init_timeout=30, console="off"),
+    )
+
+
+def finish_wandb(save_dir: Path) -> list[Path]:
+    """Closes the W&B run (if any) completely; returns its offline run folders, to sync."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+        wandb.teardown()
+    return sorted((save_dir / "wandb").glob("offline-run-*"))
