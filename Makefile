@@ -27,7 +27,7 @@ train: $(STAMP) ## train the default U-Net on the embedded synthetic data (ARGS=
 	$(BIN)/python train.py $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
+	$(BIN)/python -m pytest -n 2 $(ARGS)
 
 test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)

@@ -38,12 +38,12 @@ def _no_wandb_account() -> Iterator[None]:
 def compose_config(output_dir: Path, overrides: list[str] | None = None) -> DictConfig:
     """The training config as `python train.py` composes it, writing into ``output_dir``."""
     with initialize_config_module("unet_lab.conf", version_base="1.3"):
-        return compose(
-            "train", overrides=[f"paths.output_dir={output_dir}", *(overrides or [])]
-        )
+        return compose("train", overrides=[f"paths.output_dir={output_dir}", *(overrides or [])])
 
 
-def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Runs ``python train.py ARGS`` (the real shim) in ``cwd`` as a user would."""
     result = subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
@@ -55,6 +55,7 @@ def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: float = 300
     )
     if check and result.returncode != 0:
         raise AssertionError(
-            f"train.py {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            f"train.py {' '.join(args)} exited {result.returncode}\n"
+            f"{result.stdout}\n{result.stderr}"
         )
     return result

@@ -29,11 +29,14 @@ def test_splits_differ() -> None:
     assert not np.array_equal(dm.load_split("train")[0][0], dm.load_split("val")[0][0])
 
 
-@pytest.mark.parametrize(("num_classes", "names"), [
-    (2, ["background", "shape"]),
-    (4, ["background", "ellipse", "rectangle", "triangle"]),
-    (6, ["background", "ellipse", "rectangle", "triangle", "ring", "cross"]),
-])
+@pytest.mark.parametrize(
+    ("num_classes", "names"),
+    [
+        (2, ["background", "shape"]),
+        (4, ["background", "ellipse", "rectangle", "triangle"]),
+        (6, ["background", "ellipse", "rectangle", "triangle", "ring", "cross"]),
+    ],
+)
 def test_labels_and_class_names(num_classes: int, names: list[str]) -> None:
     dm = _datamodule(num_classes=num_classes, train_size=40)
     assert dm.class_names == names
@@ -64,11 +67,13 @@ def test_loaders_give_normalized_float_images_and_int64_masks() -> None:
 
 def test_augmentation_moves_image_and_mask_together_and_keeps_labels() -> None:
     images, masks = _datamodule(num_classes=6, train_size=4).load_split("train")
-    pipeline = compose({
-        "rotate": A.Rotate(limit=30, p=1.0),
-        "elastic": A.ElasticTransform(alpha=30, sigma=5, p=1.0),
-        "flip": A.HorizontalFlip(p=1.0),
-    })
+    pipeline = compose(
+        {
+            "rotate": A.Rotate(limit=30, p=1.0),
+            "elastic": A.ElasticTransform(alpha=30, sigma=5, p=1.0),
+            "flip": A.HorizontalFlip(p=1.0),
+        }
+    )
     dataset = SegmentationArrayDataset(images, masks, pipeline)
     for index in range(4):
         sample = dataset[index]

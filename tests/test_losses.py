@@ -29,10 +29,13 @@ def test_cross_entropy_label_smoothing_by_hand() -> None:
     eps = 0.2
     log_p = torch.log_softmax(LOGITS, dim=1)[0, :, 0, :]  # (C, pixels)
     # smoothed target: 1 - eps + eps/C on the true class, eps/C on the other
-    expected = -sum(
-        (1 - eps + eps / 2) * log_p[t, i] + (eps / 2) * log_p[1 - t, i]
-        for i, t in enumerate([0, 1])
-    ).item() / 2
+    expected = (
+        -sum(
+            (1 - eps + eps / 2) * log_p[t, i] + (eps / 2) * log_p[1 - t, i]
+            for i, t in enumerate([0, 1])
+        ).item()
+        / 2
+    )
     loss = CrossEntropyLoss(label_smoothing=eps)(LOGITS, TARGET)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
@@ -86,7 +89,9 @@ def test_ignored_pixels_change_nothing(make_loss, num_classes: int) -> None:
     reference = loss(logits, target)
 
     scrambled = logits.clone()
-    scrambled[ignored.unsqueeze(1).expand_as(logits)] = 100 * torch.randn(int(ignored.sum()) * num_classes)
+    scrambled[ignored.unsqueeze(1).expand_as(logits)] = 100 * torch.randn(
+        int(ignored.sum()) * num_classes
+    )
     assert loss(scrambled, target).item() == pytest.approx(reference.item(), rel=1e-6)
 
     if make_loss is not DiceLoss or loss.batch_dice:

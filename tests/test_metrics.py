@@ -32,7 +32,9 @@ def test_matches_independent_computation_on_random_masks() -> None:
         assert scores[f"iou_{name}"] == pytest.approx(float(iou[i]), rel=1e-6)
     assert scores["dice"] == pytest.approx(float(dice[1:].mean()), rel=1e-6)
     assert scores["iou"] == pytest.approx(float(iou[1:].mean()), rel=1e-6)
-    assert scores["acc"] == pytest.approx(float(multiclass_accuracy(preds, target, 4, average="micro")))
+    assert scores["acc"] == pytest.approx(
+        float(multiclass_accuracy(preds, target, 4, average="micro"))
+    )
 
 
 def test_dice_by_hand() -> None:

@@ -39,16 +39,24 @@ def test_channels_are_derived_from_depth_width_and_cap() -> None:
 @pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "gelu", "silu", "elu"])
 def test_norms_and_activations_train(norm: str, activation: str) -> None:
-    net = UNet(in_channels=2, num_classes=3, depth=2, width=8, norm=norm, activation=activation,
-               dropout=0.1)
+    net = UNet(
+        in_channels=2,
+        num_classes=3,
+        depth=2,
+        width=8,
+        norm=norm,
+        activation=activation,
+        dropout=0.1,
+    )
     out = net(torch.randn(2, 2, 20, 24))
     out.mean().backward()
     assert all(p.grad is not None for p in net.parameters())
 
 
 def test_three_dimensional_volumes() -> None:
-    net = UNet(in_channels=1, num_classes=2, depth=2, width=4, spatial_dims=3,
-               up_mode="bilinear").eval()
+    net = UNet(
+        in_channels=1, num_classes=2, depth=2, width=4, spatial_dims=3, up_mode="bilinear"
+    ).eval()
     with torch.no_grad():
         assert net(torch.randn(1, 1, 9, 17, 10)).shape == (1, 2, 9, 17, 10)
 

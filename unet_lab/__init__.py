@@ -1,5 +1,11 @@
 """unet-lab: config-driven U-Net segmentation experiments (Hydra + PyTorch Lightning)."""
 
+import os
+
+# albumentations asks PyPI for a newer version at import (up to 2 s, or a warning, offline).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
 from unet_lab.data import SyntheticShapesDataModule
 from unet_lab.losses import CrossEntropyLoss, DiceCELoss, DiceLoss
 from unet_lab.metrics import SegmentationScores

@@ -13,9 +13,12 @@ commands:
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help", "help"):
+    if len(sys.argv) < 2:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
+    if sys.argv[1] in ("-h", "--help", "help"):
         print(USAGE)
-        raise SystemExit(0 if len(sys.argv) >= 2 else 2)
+        return
     command, args = sys.argv[1], sys.argv[2:]
     if command == "train":
         from unet_lab.train import main as train_main

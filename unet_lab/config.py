@@ -55,9 +55,7 @@ def instantiate_named(group: DictConfig | None, key: str) -> list[Any]:
     entries set to null."""
     if not group:
         return []
-    return [
-        instantiate(node, f"{key}.{name}") for name, node in group.items() if node is not None
-    ]
+    return [instantiate(node, f"{key}.{name!s}") for name, node in group.items() if node]
 
 
 def optional(node: DictConfig | None) -> DictConfig | None:

@@ -21,7 +21,9 @@ def config_error(exc: BaseException, key: str) -> ConfigError | None:
     is a bad argument (value out of range, unknown argument); else None."""
     cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
     if isinstance(cause, InvalidArgumentError):
-        return ConfigError(f"{key}.{cause.name}={cause.value!r} is not valid: expected {cause.expected}")
+        return ConfigError(
+            f"{key}.{cause.name}={cause.value!r} is not valid: expected {cause.expected}"
+        )
     if isinstance(cause, TypeError):
         match = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
         if match:

@@ -25,6 +25,8 @@ class CrossEntropyLoss(nn.Module):
     The mean is taken over the pixels that are not ignored (weighted by their class weight).
     """
 
+    class_weights: torch.Tensor | None
+
     def __init__(
         self,
         class_weights: Sequence[float] | None = None,

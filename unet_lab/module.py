@@ -54,14 +54,14 @@ class SegmentationModule(pl.LightningModule):
         self.channels_last = channels_last
         num_classes = int(getattr(net, "num_classes", len(class_names or [])))
         self.class_names = list(class_names or [f"class{i}" for i in range(num_classes)])
-        scores = {"num_classes": num_classes, "class_names": self.class_names,
-                  "ignore_index": ignore_index, "include_background": include_background}
-        self.train_scores = SegmentationScores(**scores)
-        self.val_scores = SegmentationScores(**scores)
-        self.test_scores = SegmentationScores(**scores)
+        self.train_scores, self.val_scores, self.test_scores = (
+            SegmentationScores(num_classes, self.class_names, ignore_index, include_background)
+            for _ in STAGES
+        )
         if channels_last:
             spatial_dims = int(getattr(net, "spatial_dims", 2))
-            self.net.to(memory_format=_channels_last(spatial_dims + 2))
+            memory_format = _channels_last(spatial_dims + 2)
+            self.net.to(memory_format=memory_format)  # type: ignore[call-overload]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -117,7 +117,10 @@ class SegmentationModule(pl.LightningModule):
         if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, **kwargs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 def _channels_last(ndim: int) -> torch.memory_format:

@@ -24,11 +24,11 @@ def resolve_precision(precision: str | int, accelerator: str = "auto") -> str | 
     GPUs and CPUs with native bf16, ``16-mixed`` on older GPUs and ``32-true`` elsewhere."""
     if precision != "auto":
         return precision
-    on_gpu = accelerator in ("gpu", "cuda") or (
-        accelerator == "auto" and torch.cuda.is_available()
-    )
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if on_gpu:
-        chosen = "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
+        chosen = (
+            "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
+        )
         why = f"GPU {torch.cuda.get_device_name()}"
     elif cpu_has_fast_bf16():
         chosen, why = "bf16-mixed", "CPU with native bf16"

@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 import time
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,6 +35,11 @@ from unet_lab.wandb_logging import finish_wandb
 log = logging.getLogger("unet_lab")
 # Set when the user asked for full tracebacks (HYDRA_FULL_ERROR=1 before we start).
 _DEBUG_ENV = "UNET_LAB_FULL_ERROR"
+# Third-party warnings that say nothing about the user's run (Lightning 2.6 with torch 2.13).
+_KNOWN_HARMLESS_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Precision .* is not supported by the model summary",
+)
 
 
 @dataclass
@@ -90,10 +97,14 @@ def build(cfg: DictConfig) -> Experiment:
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    return trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    return (
+        trainer.checkpoint_callback
+        if isinstance(trainer.checkpoint_callback, ModelCheckpoint)
+        else None
+    )
 
 
-def _scores(metrics: dict[str, Any], stage: str) -> dict[str, float]:
+def _scores(metrics: Mapping[str, Any], stage: str) -> dict[str, float]:
     prefix = f"{stage}/"
     return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
 
@@ -124,7 +135,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best_path = checkpoint.best_model_path if checkpoint else ""
         test: dict[str, float] = {}
         if cfg.get("test") and not trainer.interrupted:
-            results = trainer.test(module, datamodule=experiment.datamodule, ckpt_path=best_path or None)
+            results = trainer.test(
+                module, datamodule=experiment.datamodule, ckpt_path=best_path or None
+            )
             test = _scores(results[0] if results else {}, "test")
         best = experiment.best_metrics
         summary.update(
@@ -146,7 +159,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update(
-                    {"best_epoch": best.best_epoch, **{f"best/{k}": v for k, v in best.best.items()}}
+                    {
+                        "best_epoch": best.best_epoch,
+                        **{f"best/{k}": v for k, v in best.best.items()},
+                    }
                 )
     except BaseException as exc:
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -163,7 +179,9 @@ def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
     log.info("run %s: %s", summary["status"], summary["run_dir"])
     metric = summary.get("optimized_metric") or {}
     if metric.get("value") is not None:
-        log.info("best %s = %.4f (epoch %s)", metric["name"], metric["value"], summary["best_epoch"])
+        log.info(
+            "best %s = %.4f (epoch %s)", metric["name"], metric["value"], summary["best_epoch"]
+        )
     for stage in ("val", "test"):
         scores = summary.get(stage) or {}
         if scores:
@@ -200,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault(_DEBUG_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     torch.set_float32_matmul_precision("high")
+    for message in _KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     try:
         _hydra_main()
     except Exception as exc:

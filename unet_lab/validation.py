@@ -34,7 +34,9 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
     return value
 
 
-def check_float(name: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+def check_float(
+    name: str, value: Any, low: float | None = None, high: float | None = None
+) -> float:
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not is_number or (low is not None and value < low) or (high is not None and value > high):
         raise InvalidArgumentError(name, value, _range_text("a number", low, high))

@@ -7,6 +7,7 @@ import logging
 import netrc
 import os
 import socket
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -54,7 +55,7 @@ def resolve_mode(mode: str = "auto") -> str:
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE"):
-        return check_choice("WANDB_MODE", os.environ["WANDB_MODE"], MODES[1:] + ("dryrun", "run"))
+        return check_choice("WANDB_MODE", os.environ["WANDB_MODE"], (*MODES[1:], "dryrun", "run"))
     if not has_credentials():
         log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`): logging offline")
         return "offline"
@@ -104,9 +105,8 @@ def wandb_logger(
 
 def finish_wandb(save_dir: Path) -> list[Path]:
     """Closes the W&B run (if any) completely; returns its offline run folders, to sync."""
-    import wandb
-
-    if wandb.run is not None:
+    wandb = sys.modules.get("wandb")  # not imported: W&B was not used in this process
+    if wandb is not None and wandb.run is not None:
         wandb.finish()
         wandb.teardown()
     return sorted((save_dir / "wandb").glob("offline-run-*"))

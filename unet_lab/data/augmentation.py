@@ -13,7 +13,7 @@ import albumentations as A
 
 
 def compose(transforms: Mapping[str, A.BasicTransform | None] | None = None) -> A.Compose:
-    """An ``A.Compose`` of the transforms that are not ``None``, applied jointly to image and mask."""
+    """``A.Compose`` of the transforms that are not None, applied jointly to image and mask."""
     steps = [t for t in (transforms or {}).values() if t is not None]
     for name, step in (transforms or {}).items():
         if step is not None and not isinstance(step, A.BasicTransform | A.BaseCompose):

@@ -32,7 +32,7 @@ def _shape_mask(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     center = rng.uniform(radius * 0.5, size - radius * 0.5, 2)
     angle = rng.uniform(0, 360)
     canvas = np.zeros((size, size), np.uint8)
-    c = (int(round(center[0])), int(round(center[1])))
+    c = (round(center[0]), round(center[1]))
     if kind in ("ellipse", "ring"):
         axes = (int(radius), int(radius * rng.uniform(0.6, 1.0)))
         cv2.ellipse(canvas, c, axes, angle, 0, 360, 1, -1)

@@ -1,0 +1,137 @@
+"""The command line end to end, in a subprocess, as a user types it."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _only(paths: list[Path]) -> Path:
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def _wandb_summary(run_dir: Path) -> dict:
+    offline = _only(sorted((run_dir / "wandb").glob("offline-run-*")))
+    wandb = Path(sys.executable).parent / "wandb"
+    out = subprocess.run(
+        [str(wandb), "leet", "inspect", "--summary", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def _csv_epochs(run_dir: Path) -> list[int]:
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    return [int(r["epoch"]) for r in rows if r.get("train/loss_epoch")]
+
+
+def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
+    result = run_cli(["debug=fast"], cwd=tmp_path)
+    run_dir = _only(list(tmp_path.glob("runs/*/*")))
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["epochs_completed"] == 2
+    assert set(summary["val"]) >= {"dice", "iou", "acc", "dice_ellipse"}
+    assert set(summary["test"]) >= {"dice", "iou", "acc"}
+    for name in (
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "csv/metrics.csv",
+        ".hydra/config.yaml",
+        "train.log",
+    ):
+        assert (run_dir / name).exists(), name
+    wandb = _wandb_summary(run_dir)
+    assert wandb["config"]["model"]["depth"] == 2
+    assert wandb["summary"]["best/val/dice"] == pytest.approx(summary["val"]["dice"])
+    output = result.stdout + result.stderr
+    assert str(run_dir) in output
+    assert "wandb sync" in output
+    assert "best val/dice" in output
+
+
+def test_multirun_gives_one_folder_per_job(tmp_path: Path) -> None:
+    run_cli(["-m", "model.depth=1,2", "debug=fast", "trainer.max_epochs=1"], cwd=tmp_path)
+    jobs = sorted(tmp_path.glob("multirun/*/*/*_*"))
+    assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1"]
+    for job, depth in zip(jobs, (1, 2), strict=True):
+        assert f"model.depth={depth}" in job.name
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+        assert (job / "checkpoints" / "last.ckpt").exists()
+        wandb = _wandb_summary(job)
+        assert wandb["config"]["model"]["depth"] == depth
+        assert f"model.depth={depth}" in wandb["name"]
+
+
+def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:
+    run_cli(["debug=fast", "model.depth=1", "trainer.max_epochs=1"], cwd=tmp_path)
+    run_dir = _only(list(tmp_path.glob("runs/*/*")))
+    first = json.loads((run_dir / "metrics.json").read_text())
+    assert (first["epochs_completed"], first["global_step"]) == (1, 4)
+    run_id = (run_dir / "wandb" / "run_id").read_text()
+
+    # Only the new override is given: the run's own overrides (debug=fast, model.depth=1) are
+    # reused, or the depth-1 weights would not load into the default depth-4 model.
+    result = run_cli(
+        [f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=3"], cwd=tmp_path
+    )
+    assert "Restoring states from the checkpoint" in result.stdout + result.stderr
+    assert _only(list(tmp_path.glob("runs/*/*"))) == run_dir
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert (resumed["epochs_completed"], resumed["global_step"]) == (3, 12)
+    assert _csv_epochs(run_dir) == [0, 1, 2]  # the first part's rows are kept, no epoch twice
+    assert (run_dir / "wandb" / "run_id").read_text() == run_id
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id.strip()}"))) == 2
+    resume_record = _only(list((run_dir / ".hydra").glob("resume-*")))
+    assert "model.depth=1" in (resume_record / "overrides.yaml").read_text()
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("trainer.max_epochs=1") == 1
+
+
+def test_installed_wheel_trains_outside_the_repository(tmp_path: Path) -> None:
+    """`pip install unet-lab` then `unet-lab train`: the configs ship inside the package."""
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = _only(list((tmp_path / "dist").glob("unet_lab-*.whl")))
+    site = tmp_path / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import unet_lab.conf; print(unet_lab.conf.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(site))
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run(
+        [str(site / "bin" / "unet-lab"), "train", "debug=fast", "logger=csv"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = _only(list(work.glob("runs/*/*")))
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"

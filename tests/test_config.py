@@ -1,0 +1,96 @@
+"""Every config composes and builds; YAML files list their class's arguments; bad keys and
+values fail before training with one line that names the key."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, REPO, compose_config, run_cli
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from unet_lab.train import build
+
+CONF = REPO / "conf"
+# Groups whose options are whole run set-ups rather than swappable parts.
+SKIP_GROUPS = {"hydra", "paths", "debug", "experiment"}
+OPTIONS = sorted(
+    (path.parent.name, path.stem)
+    for path in CONF.glob("*/*.yaml")
+    if path.parent.name not in SKIP_GROUPS
+)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS)
+def test_every_option_builds(group: str, option: str, tmp_path: Path) -> None:
+    if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
+        pytest.skip("trainer=gpu needs a CUDA device")
+    experiment = build(compose_config(tmp_path, [*FAST, f"{group}={option}"]))
+    assert experiment.trainer.max_epochs == 2
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_builds(name: str, tmp_path: Path) -> None:
+    build(compose_config(tmp_path, [*FAST, f"experiment={name}"]))
+
+
+# Arguments that the training code passes itself instead of reading them from the YAML file.
+INJECTED = {
+    "train_transform",
+    "eval_transform",
+    "net",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "class_names",
+}
+TARGET_FILES = [
+    *sorted(CONF.glob("model/*.yaml")),
+    *sorted(CONF.glob("data/*.yaml")),
+    *sorted(CONF.glob("loss/*.yaml")),
+]
+
+
+@pytest.mark.parametrize("path", TARGET_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_yaml_lists_every_constructor_argument(path: Path) -> None:
+    """So every argument can be overridden without a `+` and the file documents them all."""
+    node = OmegaConf.load(path)
+    _assert_lists_arguments(node, path.name)
+
+
+def test_module_section_lists_every_argument() -> None:
+    _assert_lists_arguments(OmegaConf.load(CONF / "train.yaml").module, "train.yaml:module")
+
+
+def _assert_lists_arguments(node, where: str) -> None:
+    params = inspect.signature(get_class(node._target_)).parameters
+    expected = set(params) - INJECTED
+    listed = {k for k in node if not k.startswith("_")}
+    assert listed == expected, f"{where}: missing {expected - listed}, unknown {listed - expected}"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.dpeth=4", ["model.dpeth", "did you mean 'model.depth'", "up_mode"]),
+        ("model.up_mode=cubic", ["model.up_mode", "transpose, bilinear, nearest"]),
+        ("model.depth=0", ["model.depth", "an integer in 1..7"]),
+        ("model.depth=four", ["model.depth", "an integer in 1..7"]),
+        ("loss.smooth=-1", ["loss.smooth", ">= 0.0"]),
+        ("loss.colour=1", ["loss.colour"]),
+        ("data.num_classes=12", ["data.num_classes", "2..6"]),
+    ],
+)
+def test_bad_config_fails_before_training_with_one_line(
+    override: str, expected: list[str], tmp_path: Path
+) -> None:
+    result = run_cli([override, "trainer.max_epochs=1"], cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for text in expected:
+        assert text in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+    assert not list(tmp_path.glob("runs/*/*")), "a failed start left a run folder behind"

@@ -1,0 +1,54 @@
+"""Short real trainings through Hydra's compose API."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from conftest import compose_config
+
+from unet_lab.callbacks import ConfigInCheckpoint
+from unet_lab.train import build, train
+
+SMALL = [
+    "logger=csv",
+    "callbacks.validation_images=null",
+    "data.num_classes=2",
+    "data.image_size=64",
+    "data.train_size=256",
+    "data.val_size=32",
+    "data.test_size=32",
+    "model.depth=3",
+    "model.width=8",
+    "trainer.max_epochs=5",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def _chance_dice(tmp_path: Path) -> float:
+    """Dice of the best trivial answer: every pixel foreground."""
+    datamodule = build(compose_config(tmp_path, SMALL)).datamodule
+    masks = np.stack(datamodule.load_split("val")[1])
+    p = float((masks > 0).mean())
+    return 2 * p / (1 + p)
+
+
+def test_short_training_learns_well_above_chance(tmp_path: Path) -> None:
+    summary = train(compose_config(tmp_path, SMALL))
+    chance = _chance_dice(tmp_path / "chance")
+    val_dice = summary["val"]["dice"]
+    assert summary["status"] == "completed"
+    assert val_dice > max(0.6, chance + 0.25), (val_dice, chance)
+    assert summary["test"]["dice"] > max(0.6, chance + 0.25)
+    assert summary["optimized_metric"]["value"] == val_dice
+
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["val"]["dice"] == val_dice
+    assert written["epochs_completed"] == 5
+    assert (tmp_path / "checkpoints" / "best.ckpt").exists()
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+    checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
+    config = checkpoint[ConfigInCheckpoint.KEY]
+    assert config["model"]["depth"] == 3 and config["data"]["num_classes"] == 2
+    assert checkpoint["epoch"] == summary["best_epoch"]
