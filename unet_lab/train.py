@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import hydra
 import pytorch_lightning as pl
@@ -50,6 +50,7 @@ class Experiment:
     module: SegmentationModule
     trainer: pl.Trainer
     best_metrics: BestMetrics
+    config: dict[str, Any]  # the resolved config, as logged and stored in checkpoints
 
 
 def build(cfg: DictConfig) -> Experiment:
@@ -79,11 +80,11 @@ def build(cfg: DictConfig) -> Experiment:
         class_names=datamodule.class_names,
     )
     best_metrics = BestMetrics(cfg.optimized_metric, cfg.optimized_mode)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     callbacks = [
         *instantiate_named(cfg.get("callbacks"), "callbacks"),
         best_metrics,
-        ConfigInCheckpoint(resolved),  # type: ignore[arg-type]
+        ConfigInCheckpoint(resolved),
     ]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     trainer = instantiate(
@@ -93,7 +94,7 @@ def build(cfg: DictConfig) -> Experiment:
         logger=instantiate_named(cfg.get("logger"), "logger") or False,
         precision=precision,
     )
-    return Experiment(datamodule, module, trainer, best_metrics)
+    return Experiment(datamodule, module, trainer, best_metrics, resolved)
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
@@ -124,9 +125,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer, module = experiment.trainer, experiment.module
     parameters = sum(p.numel() for p in module.net.parameters())
     log.info("run folder: %s", run_dir)
-    log.info("model: %s, %.2f M parameters", type(module.net).__name__, parameters / 1e6)
+    log.info(
+        "model: %s, %.2f M parameters, channels per level %s",
+        type(module.net).__name__,
+        parameters / 1e6,
+        getattr(module.net, "channels", "?"),
+    )
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        logger.log_hyperparams(experiment.config)
 
     summary: dict[str, Any] = {"status": "running", "run_dir": str(run_dir)}
     try:
@@ -166,6 +172,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 )
     except BaseException as exc:
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        log.exception("run failed: %s", run_dir)  # into train.log too, also for sweep jobs
         raise
     finally:
         summary["duration_s"] = round(time.perf_counter() - started, 1)
@@ -218,8 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault(_DEBUG_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     torch.set_float32_matmul_precision("high")
-    for message in _KNOWN_HARMLESS_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
+    for pattern in _KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     try:
         _hydra_main()
     except Exception as exc:
