@@ -18,16 +18,21 @@ def _only(paths: list[Path]) -> Path:
     return paths[0]
 
 
-def _wandb_summary(run_dir: Path) -> dict:
+def _wandb_inspect(run_dir: Path, *flags: str) -> str:
+    """``wandb leet inspect --json`` of the run folder's one offline W&B run."""
     offline = _only(sorted((run_dir / "wandb").glob("offline-run-*")))
     wandb = Path(sys.executable).parent / "wandb"
-    out = subprocess.run(
-        [str(wandb), "leet", "inspect", "--summary", "--json", str(offline)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout)
+    command = [str(wandb), "leet", "inspect", "--json", *flags, str(offline)]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def _wandb_summary(run_dir: Path) -> dict:
+    return json.loads(_wandb_inspect(run_dir, "--summary"))
+
+
+def _wandb_run_record(run_dir: Path) -> dict:
+    records = [json.loads(line) for line in _wandb_inspect(run_dir).splitlines() if line]
+    return next(r["run"] for r in records if r.get("type") == "run")
 
 
 def _csv_epochs(run_dir: Path) -> list[int]:
@@ -54,6 +59,10 @@ def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
     wandb = _wandb_summary(run_dir)
     assert wandb["config"]["model"]["depth"] == 2
     assert wandb["summary"]["best/val/dice"] == pytest.approx(summary["val"]["dice"])
+    assert "run_group" not in _wandb_run_record(run_dir)
+    offline = _only(list((run_dir / "wandb").glob("offline-run-*")))
+    images = list((offline / "files" / "media" / "images" / "val").glob("examples_*.png"))
+    assert len(images) == 2 * 4  # 4 validation images in each of the 2 epochs
     output = result.stdout + result.stderr
     assert str(run_dir) in output
     assert "wandb sync" in output
@@ -71,11 +80,15 @@ def test_multirun_gives_one_folder_per_job(tmp_path: Path) -> None:
         wandb = _wandb_summary(job)
         assert wandb["config"]["model"]["depth"] == depth
         assert f"model.depth={depth}" in wandb["name"]
+        sweep_dir = job.parent
+        group = f"{sweep_dir.parent.name}_{sweep_dir.name}"
+        assert _wandb_run_record(job)["run_group"] == group
 
 
 def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:
-    run_cli(["debug=fast", "model.depth=1", "trainer.max_epochs=1"], cwd=tmp_path)
-    run_dir = _only(list(tmp_path.glob("runs/*/*")))
+    # A sweep job: its folder name has '=' and ',', which Hydra's parser would reject unquoted.
+    run_cli(["-m", "debug=fast", "model.depth=1", "trainer.max_epochs=1"], cwd=tmp_path)
+    run_dir = _only(list(tmp_path.glob("multirun/*/*/0_*")))
     first = json.loads((run_dir / "metrics.json").read_text())
     assert (first["epochs_completed"], first["global_step"]) == (1, 4)
     run_id = (run_dir / "wandb" / "run_id").read_text()
@@ -86,7 +99,7 @@ def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:
         [f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=3"], cwd=tmp_path
     )
     assert "Restoring states from the checkpoint" in result.stdout + result.stderr
-    assert _only(list(tmp_path.glob("runs/*/*"))) == run_dir
+    assert not (tmp_path / "runs").exists()
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert (resumed["epochs_completed"], resumed["global_step"]) == (3, 12)
     assert _csv_epochs(run_dir) == [0, 1, 2]  # the first part's rows are kept, no epoch twice

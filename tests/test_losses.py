@@ -103,6 +103,15 @@ def test_ignored_pixels_change_nothing(make_loss, num_classes: int) -> None:
         assert reference.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("make_loss", [CrossEntropyLoss, DiceLoss, DiceCELoss])
+def test_float64_logits_stay_float64(make_loss) -> None:
+    """trainer.precision=64-true, for debugging, keeps its precision in the loss."""
+    logits = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 8, 8))
+    kwargs = {} if make_loss is DiceLoss else {"class_weights": [1.0, 2.0, 3.0]}
+    assert make_loss(**kwargs)(logits, target).dtype == torch.float64
+
+
 def test_losses_compute_in_float32_under_bf16() -> None:
     logits = torch.randn(2, 3, 8, 8, dtype=torch.bfloat16, requires_grad=True)
     target = torch.randint(0, 3, (2, 8, 8))

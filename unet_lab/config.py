@@ -25,10 +25,11 @@ def _run_name() -> str | None:
 
 
 def _sweep_group() -> str | None:
-    """The sweep folder's name for jobs of a ``-m`` sweep, None for single runs."""
+    """``<date>_<time>`` of the sweep folder for jobs of a ``-m`` sweep, None for single runs."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return Path(HydraConfig.get().sweep.dir).name
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return f"{sweep_dir.parent.name}_{sweep_dir.name}"
 
 
 def register_resolvers() -> None:

@@ -1,7 +1,7 @@
 """Segmentation losses on logits ``(N, C, *spatial)`` and integer targets ``(N, *spatial)``.
 
-All losses compute in float32 (also under autocast) and treat ``ignore_index`` pixels the same
-way: they contribute nothing, neither to the numerator nor to the normalization.
+All losses compute in at least float32 (also under autocast) and treat ``ignore_index`` pixels
+the same way: they contribute nothing, neither to the numerator nor to the normalization.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from unet_lab.validation import check_float
+
+
+def _full_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (from autocast) in float32; float32/float64 as they are."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
 def _valid_mask(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor | None:
@@ -41,10 +46,12 @@ class CrossEntropyLoss(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = _full_precision(logits)
+        weights = None if self.class_weights is None else self.class_weights.to(logits.dtype)
         return F.cross_entropy(
-            logits.float(),
+            logits,
             target.long(),
-            weight=self.class_weights,
+            weight=weights,
             ignore_index=-100 if self.ignore_index is None else self.ignore_index,
             label_smoothing=self.label_smoothing,
         )
@@ -78,7 +85,7 @@ class DiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[1]
-        probs = logits.float().softmax(dim=1)
+        probs = _full_precision(logits).softmax(dim=1)
         valid = _valid_mask(target, self.ignore_index)
         labels = target.long() if valid is None else target.long().where(valid, 0)
         one_hot = F.one_hot(labels, num_classes).movedim(-1, 1).to(probs.dtype)

@@ -40,19 +40,35 @@ def _override_key(override: str) -> str:
 
 
 def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A Hydra override value that keeps ``=``, ``,`` and quotes (sweep folder names have them)."""
+    if value[:1] in ("'", '"') or value == "null":
+        return value
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1] if len(value) > 1 and value[0] == value[-1] in ("'", '"') else value
+
+
+def _is_ckpt_path(arg: str) -> bool:
+    return arg.split("=", 1)[0].lstrip("+") == "ckpt_path"
 
 
 def resume_arguments(args: list[str]) -> list[str]:
     """Rewrites command-line overrides so that ``ckpt_path=<run>/checkpoints/last.ckpt``
     resumes that run in its own folder, with its own overrides (the new ones win).
 
-    Checkpoints outside a run folder, and sweeps, are left as they are.
+    The checkpoint path is quoted for Hydra, so paths of sweep jobs (``model.depth=3,...``)
+    work as typed. Checkpoints outside a run folder start a new run; sweeps are left as they are.
     """
-    ckpts = [a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+") == "ckpt_path"]
-    if not ckpts or any(a in _MULTIRUN_FLAGS for a in args):
+    if any(a in _MULTIRUN_FLAGS for a in args):
         return args
-    run_dir = run_dir_of_checkpoint(ckpts[-1])
+    args = [
+        f"{a.split('=', 1)[0]}={_quote(a.split('=', 1)[1])}" if _is_ckpt_path(a) else a
+        for a in args
+    ]
+    ckpts = [_unquote(a.split("=", 1)[1]) for a in args if _is_ckpt_path(a)]
+    run_dir = run_dir_of_checkpoint(ckpts[-1]) if ckpts else None
     if run_dir is None:
         return args
     overrides = [a for a in args if not a.startswith("-")]
