@@ -79,6 +79,7 @@ def _assert_lists_arguments(node, where: str) -> None:
         ("model.depth=four", ["model.depth", "an integer in 1..7"]),
         ("loss.smooth=-1", ["loss.smooth", ">= 0.0"]),
         ("loss.colour=1", ["loss.colour"]),
+        ("+model.colour=1", ["model.colour is not an argument of model"]),
         ("data.num_classes=12", ["data.num_classes", "2..6"]),
     ],
 )

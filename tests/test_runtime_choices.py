@@ -1,0 +1,46 @@
+"""Decisions made at start: the W&B mode and trainer.precision=auto."""
+
+import pytest
+
+from unet_lab import precision, wandb_logging
+from unet_lab.validation import InvalidArgumentError
+
+
+def test_no_credentials_means_offline_without_touching_the_network(monkeypatch) -> None:
+    monkeypatch.setattr(wandb_logging, "server_reachable", lambda *a: pytest.fail("no network"))
+    assert not wandb_logging.has_credentials()
+    assert wandb_logging.resolve_mode("auto") == "offline"
+
+
+@pytest.mark.parametrize(("reachable", "mode"), [(True, "online"), (False, "offline")])
+def test_credentials_go_online_only_when_the_server_answers(monkeypatch, reachable, mode) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr(wandb_logging, "server_reachable", lambda *a: reachable)
+    assert wandb_logging.resolve_mode("auto") == mode
+
+
+def test_explicit_modes_win(monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_logging.resolve_mode("auto") == "disabled"
+    assert wandb_logging.resolve_mode("offline") == "offline"
+    with pytest.raises(InvalidArgumentError, match="mode"):
+        wandb_logging.resolve_mode("sometimes")
+
+
+def test_unreachable_server_means_offline(monkeypatch) -> None:
+    # A port on this machine that nothing listens on: the connection is refused at once.
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert not wandb_logging.server_reachable()
+    assert wandb_logging.resolve_mode("auto") == "offline"
+
+
+@pytest.mark.parametrize(("fast_bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_on_cpu(monkeypatch, fast_bf16: bool, expected: str) -> None:
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert precision.resolve_precision("auto", "cpu") == expected
+
+
+def test_explicit_precision_is_kept() -> None:
+    assert precision.resolve_precision("16-mixed", "cpu") == "16-mixed"
+    assert precision.resolve_precision("32-true") == "32-true"
