@@ -16,6 +16,14 @@ import unet_lab.config  # noqa: F401  (registers the config resolvers)
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Small synthetic data: generated in a fraction of a second.
+TINY_DATA = [
+    "data.image_size=32",
+    "data.train_size=32",
+    "data.val_size=8",
+    "data.test_size=8",
+    "data.batch_size=8",
+]
 # A tiny but complete setup: trains in a couple of seconds.
 FAST = ["debug=fast", "logger=csv", "callbacks.validation_images=null"]
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, TINY_DATA, run_cli
+from folders import write_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,7 @@ def _csv_epochs(run_dir: Path) -> list[int]:
 
 
 def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
-    result = run_cli(["debug=fast"], cwd=tmp_path)
+    result = run_cli(["debug=fast", *TINY_DATA], cwd=tmp_path)
     run_dir = _only(list(tmp_path.glob("runs/*/*")))
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["status"] == "completed"
@@ -70,7 +71,9 @@ def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
 
 
 def test_multirun_gives_one_folder_per_job(tmp_path: Path) -> None:
-    run_cli(["-m", "model.depth=1,2", "debug=fast", "trainer.max_epochs=1"], cwd=tmp_path)
+    run_cli(
+        ["-m", "model.depth=1,2", "debug=fast", "trainer.max_epochs=1", *TINY_DATA], cwd=tmp_path
+    )
     jobs = sorted(tmp_path.glob("multirun/*/*/*_*"))
     assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1"]
     for job, depth in zip(jobs, (1, 2), strict=True):
@@ -87,7 +90,7 @@ def test_multirun_gives_one_folder_per_job(tmp_path: Path) -> None:
 
 def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:
     # A sweep job: its folder name has '=' and ',', which Hydra's parser would reject unquoted.
-    run_cli(["-m", "debug=fast", "model.depth=1", "trainer.max_epochs=1"], cwd=tmp_path)
+    run_cli(["-m", "debug=fast", "model.depth=1", "trainer.max_epochs=1", *TINY_DATA], cwd=tmp_path)
     run_dir = _only(list(tmp_path.glob("multirun/*/*/0_*")))
     first = json.loads((run_dir / "metrics.json").read_text())
     assert (first["epochs_completed"], first["global_step"]) == (1, 4)
@@ -138,7 +141,7 @@ def test_installed_wheel_trains_outside_the_repository(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     result = subprocess.run(
-        [str(site / "bin" / "unet-lab"), "train", "debug=fast", "logger=csv"],
+        [str(site / "bin" / "unet-lab"), "train", "debug=fast", "logger=csv", *TINY_DATA],
         cwd=work,
         env=env,
         capture_output=True,
@@ -148,3 +151,39 @@ def test_installed_wheel_trains_outside_the_repository(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     run_dir = _only(list(work.glob("runs/*/*")))
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_train_on_a_folder_of_your_own_images(tmp_path: Path) -> None:
+    """Only the class count is given: channels, patches and splits follow the data."""
+    root = write_dataset(tmp_path / "data", count=8, sizes=[(40, 56), (64, 48)], image_ext=".jpg")
+    run_cli(
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "trainer.max_epochs=2",
+            "logger=csv",
+            "callbacks.validation_images=null",
+            "model.depth=2",
+            "model.width=8",
+        ],
+        cwd=tmp_path,
+    )
+    run_dir = _only(list(tmp_path.glob("runs/*/*")))
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["status"] == "completed" and summary["test"] == {}  # no test split given
+    assert json.loads((run_dir / "split.json").read_text())["val"]
+
+
+def test_bad_data_stops_before_training(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "data", count=4)
+    (root / "masks" / "img02.png").unlink()
+    result = run_cli(
+        ["data=folder", f"data.root={root}", "data.num_classes=3"], cwd=tmp_path, check=False
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {root / 'images' / 'img02.png'}: image without a mask in {root / 'masks'}"
+    ]
+    assert not list(tmp_path.glob("runs/*/*"))

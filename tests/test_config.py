@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO, compose_config, run_cli
+from conftest import FAST, REPO, TINY_DATA, compose_config, run_cli
+from folders import write_dataset
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
@@ -26,24 +27,23 @@ OPTIONS = sorted(
 def test_every_option_builds(group: str, option: str, tmp_path: Path) -> None:
     if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
         pytest.skip("trainer=gpu needs a CUDA device")
-    experiment = build(compose_config(tmp_path, [*FAST, f"{group}={option}"]))
+    folder = write_dataset(tmp_path / "data", num_classes=2) if option == "folder" else None
+    data = [f"data.root={folder}"] if folder else TINY_DATA
+    experiment = build(compose_config(tmp_path, [*FAST, f"{group}={option}", *data]))
     assert experiment.trainer.max_epochs == 2
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_every_experiment_builds(name: str, tmp_path: Path) -> None:
-    build(compose_config(tmp_path, [*FAST, f"experiment={name}"]))
+    build(compose_config(tmp_path, [*FAST, *TINY_DATA, f"experiment={name}"]))
 
 
 # Arguments that the training code passes itself instead of reading them from the YAML file.
 INJECTED = {
-    "train_transform",
-    "eval_transform",
-    "net",
-    "loss",
-    "optimizer",
-    "scheduler",
-    "class_names",
+    "model": {"in_channels", "num_classes"},
+    "data": {"train_transform", "eval_transform"},
+    "loss": set(),
+    "module": {"net", "loss", "optimizer", "scheduler", "class_names"},
 }
 TARGET_FILES = [
     *sorted(CONF.glob("model/*.yaml")),
@@ -56,16 +56,17 @@ TARGET_FILES = [
 def test_yaml_lists_every_constructor_argument(path: Path) -> None:
     """So every argument can be overridden without a `+` and the file documents them all."""
     node = OmegaConf.load(path)
-    _assert_lists_arguments(node, path.name)
+    _assert_lists_arguments(node, path.parent.name, f"{path.parent.name}/{path.name}")
 
 
 def test_module_section_lists_every_argument() -> None:
-    _assert_lists_arguments(OmegaConf.load(CONF / "train.yaml").module, "train.yaml:module")
+    node = OmegaConf.load(CONF / "train.yaml").module
+    _assert_lists_arguments(node, "module", "train.yaml:module")
 
 
-def _assert_lists_arguments(node, where: str) -> None:
+def _assert_lists_arguments(node, group: str, where: str) -> None:
     params = inspect.signature(get_class(node._target_)).parameters
-    expected = set(params) - INJECTED
+    expected = set(params) - INJECTED[group]
     listed = {k for k in node if not k.startswith("_")}
     assert listed == expected, f"{where}: missing {expected - listed}, unknown {listed - expected}"
 

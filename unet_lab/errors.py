@@ -12,14 +12,21 @@ from omegaconf.errors import OmegaConfBaseException
 from unet_lab.validation import InvalidArgumentError
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input found before training: the one-line message names the key or the file."""
+
+
+class ConfigError(InputError):
     """A config key has a wrong name or value; the message names the key."""
 
 
-def config_error(exc: BaseException, key: str) -> ConfigError | None:
-    """A :class:`ConfigError` for a failed instantiation of config node ``key``, when the cause
-    is a bad argument (value out of range, unknown argument); else None."""
+def config_error(exc: BaseException, key: str) -> InputError | None:
+    """The :class:`InputError` behind a failed instantiation of config node ``key``: a bad
+    argument (out of range, unknown) becomes a ConfigError naming the key, a data problem is
+    passed on; None for other causes."""
     cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
+    if isinstance(cause, InputError):  # a data problem found while building: already named
+        return cause
     if isinstance(cause, InvalidArgumentError):
         return ConfigError(
             f"{key}.{cause.name}={cause.value!r} is not valid: expected {cause.expected}"
@@ -33,7 +40,7 @@ def config_error(exc: BaseException, key: str) -> ConfigError | None:
 
 def one_line(exc: BaseException) -> str | None:
     """A one-line description of a configuration error, or None for other exceptions."""
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, InputError):
         return str(exc)
     cause = exc.__cause__ if isinstance(exc, ConfigCompositionException) else exc
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):

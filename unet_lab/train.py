@@ -26,7 +26,7 @@ from pytorch_lightning.loggers import WandbLogger
 from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
-from unet_lab.errors import ConfigError, one_line
+from unet_lab.errors import InputError, one_line
 from unet_lab.module import SegmentationModule
 from unet_lab.precision import resolve_precision
 from unet_lab.runs import discard_unstarted, resume_arguments, write_summary
@@ -56,19 +56,21 @@ class Experiment:
 def build(cfg: DictConfig) -> Experiment:
     """Instantiates data, model, module, callbacks, loggers and trainer from ``cfg``.
 
-    Raises :class:`ConfigError` naming the key for bad values, before anything is trained.
+    Raises :class:`InputError` naming the key or file for bad values or data, before anything
+    is trained.
     """
-    net = instantiate(cfg.model, "model")
     transforms = {
         f"{split}_transform": instantiate(cfg.augmentation[split], f"augmentation.{split}")
         for split in ("train", "eval")
     }
     datamodule = instantiate(cfg.data, "data", **transforms)
-    if len(datamodule.class_names) != net.num_classes:
-        raise ConfigError(
-            f"model.num_classes={net.num_classes} does not match the data's "
-            f"{len(datamodule.class_names)} classes ({', '.join(datamodule.class_names)})"
-        )
+    # The data decides the input channels and the classes; the model config does not repeat them.
+    net = instantiate(
+        cfg.model,
+        "model",
+        in_channels=datamodule.in_channels,
+        num_classes=len(datamodule.class_names),
+    )
     scheduler_cfg = optional(cfg.get("scheduler"))
     module = instantiate(
         cfg.module,
@@ -118,7 +120,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(cfg.seed, workers=True)
     try:
         experiment = build(cfg)
-    except ConfigError:
+    except InputError:
         if cfg.get("ckpt_path") is None:
             discard_unstarted(run_dir)
         raise
@@ -140,7 +142,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = _checkpoint_callback(trainer)
         best_path = checkpoint.best_model_path if checkpoint else ""
         test: dict[str, float] = {}
-        if cfg.get("test") and not trainer.interrupted:
+        if cfg.get("test") and not experiment.datamodule.has_split("test"):
+            log.info("the data has no test split: skipping the test")
+        elif cfg.get("test") and not trainer.interrupted:
             results = trainer.test(
                 module, datamodule=experiment.datamodule, ckpt_path=best_path or None
             )
@@ -210,7 +214,7 @@ def _exit_with_config_error(message: str) -> NoReturn:
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         summary = train(cfg)
-    except ConfigError as error:
+    except InputError as error:
         if os.environ.get(_DEBUG_ENV) == "1":
             raise
         # SystemExit passes through Hydra's job runner: a sweep stops at its first bad config.

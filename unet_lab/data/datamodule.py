@@ -54,10 +54,18 @@ class InMemoryDataModule(pl.LightningDataModule):
                 images, masks = self.load_split(split)
                 self.datasets[split] = SegmentationArrayDataset(images, masks, transform)
 
+    def has_split(self, split: str) -> bool:
+        """Whether the data has this split (data sets without test labels have no test split)."""
+        return True
+
+    def eval_batch_size(self) -> int:
+        """Batch size for validation and test."""
+        return self.batch_size
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.datasets[split],
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size(),
             shuffle=shuffle,
             drop_last=shuffle and len(self.datasets[split]) > self.batch_size,
             num_workers=self.num_workers,

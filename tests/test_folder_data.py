@@ -1,0 +1,163 @@
+"""The folder data module: layouts, formats, label mappings, splits and bad data."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from folders import write_dataset
+
+from unet_lab.data import DataError, FolderDataModule
+
+
+def _dm(root: Path, **kwargs) -> FolderDataModule:
+    return FolderDataModule(root=str(root), **{"num_classes": 3, **kwargs})
+
+
+def test_rgb_jpeg_images_with_png_masks_of_varying_sizes(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, count=8, sizes=[(40, 56), (64, 48), (50, 50)], image_ext=".jpg")
+    dm = _dm(root, batch_size=4)
+    assert dm.in_channels == 3 and dm.sizes_vary and dm.patch_size == 32
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32)
+    val = next(iter(dm.val_dataloader()))
+    assert val["image"].shape[0] == 1  # whole images of different sizes, one at a time
+
+
+def test_grayscale_16_bit_tiffs(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, channels=1, dtype=np.uint16, image_ext=".tif", mask_ext=".tif")
+    dm = _dm(root)
+    assert dm.in_channels == 1
+    image = dm.load_split("train")[0][0]
+    assert image.dtype == np.uint16 and image.max() > 255
+
+
+def test_binary_masks_stored_as_0_255(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, num_classes=2, mask_scale=255)
+    masks = _dm(root, num_classes=2).load_split("train")[1]
+    assert set(np.unique(np.concatenate([m.ravel() for m in masks])).tolist()) == {0, 1}
+
+
+def test_mask_values_and_ignore_index(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, num_classes=3, mask_scale=100)  # stored 0, 100, 200
+    mask = cv2.imread(str(root / "masks" / "img00.png"), cv2.IMREAD_UNCHANGED)
+    mask[:2] = 250
+    cv2.imwrite(str(root / "masks" / "img00.png"), mask)
+    dm = _dm(root, mask_values=[0, 100, 200], ignore_index=250, val_fraction=0.5)
+    masks = dm.load_split("train")[1] + dm.load_split("val")[1]
+    assert set(np.unique(np.concatenate([m.ravel() for m in masks])).tolist()) == {0, 1, 2, 250}
+
+
+def test_colour_masks_through_a_palette(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, num_classes=3)
+    palette = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
+    for path in (root / "masks").iterdir():
+        labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        rgb = np.array(palette, np.uint8)[labels]
+        cv2.imwrite(str(path), rgb[..., ::-1])
+    masks = _dm(root, palette=palette).load_split("train")[1]
+    assert set(np.unique(np.concatenate([m.ravel() for m in masks])).tolist()) == {0, 1, 2}
+    with pytest.raises(DataError, match=r"img\d\d.png: colours"):
+        _dm(root, palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]])
+    with pytest.raises(DataError, match=r"colour mask; give data\.palette"):
+        _dm(root)
+
+
+def test_splits_by_fraction_are_seeded_and_disjoint(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, count=10)
+    a = _dm(root, val_fraction=0.2, test_fraction=0.2, seed=1).split
+    b = _dm(root, val_fraction=0.2, test_fraction=0.2, seed=1).split
+    c = _dm(root, val_fraction=0.2, test_fraction=0.2, seed=2).split
+    assert a == b and a != c
+    stems = [{s for s, _, _ in a[name]} for name in ("train", "val", "test")]
+    assert [len(s) for s in stems] == [6, 2, 2]
+    assert set.union(*stems) == {f"img{i:02d}" for i in range(10)}
+
+
+def test_k_fold_validation_sets_cover_every_image_once(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, count=10)
+    folds = [_dm(root, folds=5, fold=k).split for k in range(5)]
+    val_stems = [stem for split in folds for stem, _, _ in split["val"]]
+    assert sorted(val_stems) == [f"img{i:02d}" for i in range(10)]
+    for split in folds:
+        assert not {s for s, _, _ in split["val"]} & {s for s, _, _ in split["train"]}
+
+
+def test_given_split_folders_and_the_saved_split(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        write_dataset(tmp_path / split, count=3)
+    dm = _dm(tmp_path, split_file=str(tmp_path / "run" / "split.json"))
+    assert not dm.has_split("test")
+    saved = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert saved["val"] == ["img00", "img01", "img02"] and "test" not in saved
+
+
+def _remove_one(folder: str):
+    def damage(root: Path) -> str:
+        path = sorted((root / folder).iterdir())[1]
+        path.unlink()
+        other = "masks" if folder == "images" else "images"
+        return str(root / other / path.name)
+
+    return damage
+
+
+def _truncate(root: Path) -> str:
+    path = root / "images" / "img02.png"
+    path.write_bytes(path.read_bytes()[:40])
+    return str(path)
+
+
+def _resize_mask(root: Path) -> str:
+    path = root / "masks" / "img03.png"
+    cv2.imwrite(str(path), np.zeros((10, 10), np.uint8))
+    return str(path)
+
+
+def _bad_labels(root: Path) -> str:
+    path = root / "masks" / "img04.png"
+    cv2.imwrite(str(path), np.full((48, 64), 7, np.uint8))
+    return str(path)
+
+
+def _grey_image(root: Path) -> str:
+    path = root / "images" / "img05.png"
+    cv2.imwrite(str(path), np.zeros((48, 64), np.uint8))
+    return str(path)
+
+
+def _empty(root: Path) -> str:
+    for path in (root / "images").iterdir():
+        path.unlink()
+    return str(root / "images")
+
+
+def _zero_bytes(root: Path) -> str:
+    path = root / "masks" / "img01.png"
+    path.write_bytes(b"")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (_remove_one("masks"), "image without a mask"),
+        (_remove_one("images"), "mask without an image"),
+        (_truncate, "cannot be read"),
+        (_zero_bytes, "cannot be read"),
+        (_resize_mask, "mask is 10x10 but its image"),
+        (_bad_labels, "mask values [7] are not classes"),
+        (_grey_image, "1 channels, but"),
+        (_empty, "no images"),
+    ],
+    ids=["no-mask", "no-image", "truncated", "zero-bytes", "size", "labels", "channels", "empty"],
+)
+def test_bad_data_names_the_file(tmp_path: Path, damage, expected: str) -> None:
+    root = write_dataset(tmp_path, count=6)
+    named = damage(root)
+    with pytest.raises(DataError) as error:
+        _dm(root)
+    assert named in str(error.value)
+    assert expected in str(error.value)

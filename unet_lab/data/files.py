@@ -1,0 +1,56 @@
+"""Reading images and label masks from files, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from unet_lab.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+class DataError(InputError):
+    """A data set problem; the message names the file or folder."""
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; two files with one stem are an error."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in found:
+            raise DataError(
+                f"{path}: two files share the name {path.stem!r} ({found[path.stem].name})"
+            )
+        found[path.stem] = path
+    return found
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image as (H, W, C), keeping its bit depth (uint8 or uint16); colour as RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise DataError(f"{path}: cannot be read as an image (unreadable, truncated or empty)")
+    if image.ndim == 2:
+        image = image[..., None]
+    elif image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A mask as stored: (H, W) label values, or (H, W, 3) RGB colours."""
+    mask = read_image(path)
+    if mask.shape[2] == 1:
+        return mask[..., 0]
+    if mask.shape[2] == 4:
+        mask = mask[..., :3]
+    if (mask == mask[..., :1]).all():  # grey stored as RGB
+        return mask[..., 0]
+    return mask

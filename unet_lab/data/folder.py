@@ -1,0 +1,195 @@
+"""Your own images and masks from a folder, checked file by file before anything trains."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from unet_lab.data.datamodule import SPLITS, InMemoryDataModule
+from unet_lab.data.files import DataError, list_images, read_image, read_mask
+from unet_lab.data.labels import LabelMapping
+from unet_lab.validation import check_float, check_int
+
+log = logging.getLogger(__name__)
+Sample = tuple[str, Path, Path]  # stem, image file, mask file
+
+
+def _pairs(folder: Path) -> list[Sample]:
+    """(stem, image, mask) for ``folder/images`` and ``folder/masks``, matched by file stem."""
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    for needed in (images_dir, masks_dir):
+        if not needed.is_dir():
+            raise DataError(f"{needed}: folder not found (expected images/ and masks/ in {folder})")
+    images, masks = list_images(images_dir), list_images(masks_dir)
+    if not images:
+        raise DataError(f"{images_dir}: no images (png, jpg, tif, bmp)")
+    for stem, path in images.items():
+        if stem not in masks:
+            raise DataError(f"{path}: image without a mask in {masks_dir}")
+    for stem, path in masks.items():
+        if stem not in images:
+            raise DataError(f"{path}: mask without an image in {images_dir}")
+    return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
+
+
+class FolderDataModule(InMemoryDataModule):
+    """Images and label masks from ``root``, decoded and checked once, held in memory.
+
+    Layouts: ``root/images`` + ``root/masks`` (split here), or ``root/{train,val,test}/`` each
+    with ``images/`` + ``masks/`` (a missing ``val``/``test`` is split from ``train``). Image and
+    mask files pair by stem and may have different formats (png, jpg, tif, bmp; 8 or 16 bit;
+    grey, RGB or RGBA).
+
+    Args:
+        root: the data folder.
+        num_classes: classes including background.
+        class_names: one per class (default ``class0``.. with ``background`` first).
+        mask_values, palette, ignore_index: how stored masks map to classes (``LabelMapping``).
+        val_fraction, test_fraction: shares of the labelled pool held out, drawn with ``seed``.
+        folds, fold: k-fold cross-validation instead of ``val_fraction``: fold ``fold`` of
+            ``folds`` is the validation set.
+        patch_size: train on random square patches of this size (smaller images are
+            mirror-padded); validation and test always use whole images. Default: whole images
+            when all have one size, else patches of the smallest side (rounded down to 16).
+        split_file: where to write the split (stems per split), e.g. into the run folder.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        mask_values: Sequence[int] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_index: int | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
+        folds: int | None = None,
+        fold: int = 0,
+        seed: int = 0,
+        patch_size: int | None = None,
+        split_file: str | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        train_transform: A.Compose | None = None,
+        eval_transform: A.Compose | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser().resolve()
+        check_int("num_classes", num_classes, 2)
+        names = list(class_names or ["background", *(f"class{i}" for i in range(1, num_classes))])
+        if len(names) != num_classes:
+            raise DataError(f"data.class_names has {len(names)} names for {num_classes} classes")
+        self._class_names = names
+        self.labels = LabelMapping(num_classes, mask_values, palette, ignore_index)
+        self.ignore_index = ignore_index
+        check_float("val_fraction", val_fraction, 0.0, 0.9)
+        check_float("test_fraction", test_fraction, 0.0, 0.9)
+        if folds is not None:
+            check_int("folds", folds, 2)
+            check_int("fold", fold, 0, folds - 1)
+        if patch_size is not None:
+            check_int("patch_size", patch_size, 8)
+        self.split = self._split(val_fraction, test_fraction, folds, fold, seed)
+        self.arrays = {split: self._load(samples) for split, samples in self.split.items()}
+        self.in_channels = self._channels()
+        sizes = {image.shape[:2] for images, _ in self.arrays.values() for image in images}
+        self.sizes_vary = len(sizes) > 1
+        if patch_size is None and self.sizes_vary:
+            patch_size = max(16, min(min(size) for size in sizes) // 16 * 16)
+            log.info(
+                "images have %d different sizes: training on %d px patches", len(sizes), patch_size
+            )
+        self.patch_size = patch_size
+        if patch_size is not None:
+            crop = [
+                A.PadIfNeeded(patch_size, patch_size, border_mode=cv2.BORDER_REFLECT_101),
+                A.RandomCrop(patch_size, patch_size),
+            ]
+            train_transform = A.Compose([*crop, *(train_transform or A.Compose([])).transforms])
+        super().__init__(batch_size, num_workers, train_transform, eval_transform)
+        if split_file:
+            self._write_split(Path(split_file))
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._class_names
+
+    def _split(
+        self, val_fraction: float, test_fraction: float, folds: int | None, fold: int, seed: int
+    ) -> dict[str, list[Sample]]:
+        folders = [s for s in SPLITS if (self.root / s / "images").is_dir()]
+        for name in [s for s in folders if s != "train" and not (self.root / s / "masks").is_dir()]:
+            log.warning("%s has no masks/ folder (unlabelled): not used", self.root / name)
+            folders.remove(name)
+        given = {s: _pairs(self.root / s) for s in folders}
+        if given and "train" not in given:
+            raise DataError(f"{self.root / 'train'}: folder not found next to {sorted(given)}")
+        pool = given.pop("train") if given else _pairs(self.root)
+        order = np.random.default_rng(seed).permutation(len(pool))
+        pool = [pool[i] for i in order]
+        split = dict(given)
+        if "test" not in split and test_fraction > 0:
+            count = max(1, round(test_fraction * len(pool)))
+            split["test"], pool = pool[:count], pool[count:]
+        if "val" not in split:
+            if folds is not None:
+                split["val"] = pool[fold::folds]
+                pool = [s for i, s in enumerate(pool) if i % folds != fold]
+            else:
+                count = max(1, round(val_fraction * len(pool)))
+                split["val"], pool = pool[:count], pool[count:]
+        split["train"] = pool
+        for name in ("train", "val"):
+            if not split[name]:
+                raise DataError(f"{self.root}: no images left for the {name} split")
+        return {name: sorted(split[name]) for name in SPLITS if name in split}
+
+    def _load(self, samples: list[Sample]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        images, masks = [], []
+        for _, image_path, mask_path in samples:
+            image, mask = read_image(image_path), read_mask(mask_path)
+            if image.shape[:2] != mask.shape[:2]:
+                raise DataError(
+                    f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                    f"{image_path.name} is {image.shape[1]}x{image.shape[0]}"
+                )
+            images.append(image)
+            masks.append(self.labels(mask, mask_path))
+        return images, masks
+
+    def _channels(self) -> int:
+        """The channel count all images share (the first image sets it)."""
+        reference: tuple[Path, int] | None = None
+        for split, samples in self.split.items():
+            for (_, path, _), image in zip(samples, self.arrays[split][0], strict=True):
+                if reference is None:
+                    reference = (path, image.shape[2])
+                elif image.shape[2] != reference[1]:
+                    raise DataError(
+                        f"{path}: {image.shape[2]} channels, but {reference[0].name} has "
+                        f"{reference[1]}"
+                    )
+        return reference[1] if reference else 0
+
+    def _write_split(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stems = {name: [stem for stem, _, _ in samples] for name, samples in self.split.items()}
+        path.write_text(json.dumps({"root": str(self.root), **stems}, indent=2) + "\n")
+
+    def load_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        if split not in self.arrays:
+            raise DataError(f"{self.root}: no {split} split (give {split}/ or data.test_fraction)")
+        return self.arrays[split]
+
+    def has_split(self, split: str) -> bool:
+        return split in self.arrays
+
+    def eval_batch_size(self) -> int:
+        """Whole images of different sizes do not stack into one batch."""
+        return 1 if self.sizes_vary else self.batch_size
