@@ -187,3 +187,42 @@ def test_bad_data_stops_before_training(tmp_path: Path) -> None:
         f"error: {root / 'images' / 'img02.png'}: image without a mask in {root / 'masks'}"
     ]
     assert not list(tmp_path.glob("runs/*/*"))
+
+
+def _unet_lab(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).parent / "unet-lab"), *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_check_data_summarizes_a_good_folder(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "data", count=10, sizes=[(40, 56), (64, 48)])
+    result = _unet_lab(
+        [
+            "check-data",
+            "data=folder",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.test_fraction=0.2",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:2] == ["train", "6"] for line in lines)
+    assert any(line.split()[:2] == ["test", "2"] for line in lines)
+    assert "40x48 .. 64x56" in result.stdout
+    assert "classes (share of labelled pixels): background" in result.stdout
+    assert not list(tmp_path.glob("runs/*"))  # checking writes nothing
+
+
+def test_check_data_names_the_bad_file(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "data", count=4)
+    bad = root / "masks" / "img01.png"
+    bad.write_bytes(b"not a png")
+    result = _unet_lab(
+        ["check-data", "data=folder", f"data.root={root}", "data.num_classes=3"], cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {bad}: cannot be read as an image (unreadable, truncated or empty)"
+    )

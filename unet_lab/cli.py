@@ -7,8 +7,10 @@ import sys
 USAGE = """usage: unet-lab COMMAND [hydra overrides]
 
 commands:
-  train    train a model (same as `python train.py`); e.g. unet-lab train model.depth=5
-           unet-lab train --help shows the config groups and every key
+  train       train a model (same as `python train.py`); e.g. unet-lab train model.depth=5
+              unet-lab train --help shows the config groups and every key
+  check-data  read and check a data set and summarize it, with the same overrides as train;
+              e.g. unet-lab check-data data=folder data.root=DIR data.num_classes=3
 """
 
 
@@ -24,6 +26,11 @@ def main() -> None:
         from unet_lab.train import main as train_main
 
         train_main(args)
+        return
+    if command == "check-data":
+        from unet_lab.check_data import main as check_data_main
+
+        check_data_main(args)
         return
     print(f"unet-lab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     raise SystemExit(2)

@@ -10,6 +10,14 @@ import torch
 from torch.utils.data import Dataset
 
 
+def as_unit_float(image: np.ndarray) -> np.ndarray:
+    """Integer images (8 or 16 bit) as float32 in [0, 1], so every albumentations transform
+    works on them the same way; float images as they are."""
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.float32) / np.iinfo(image.dtype).max
+    return image.astype(np.float32, copy=False)
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """HWC integer or float image -> CHW float32, standardized per image and channel."""
     array = image.astype(np.float32)
@@ -24,8 +32,9 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
     """Images (H, W, C) and masks (H, W) in memory; yields ``{"image", "mask", "index"}``.
 
-    The transform is applied jointly to image and mask before normalization; masks stay integer
-    labels (albumentations uses nearest interpolation for them) and come out as int64.
+    Images are scaled to float32 in [0, 1], then the transform is applied jointly to image and
+    mask, then each image is standardized; masks stay integer labels (albumentations uses
+    nearest interpolation for them) and come out as int64.
     """
 
     def __init__(
@@ -44,7 +53,7 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image, mask = self.images[index], self.masks[index]
+        image, mask = as_unit_float(self.images[index]), self.masks[index]
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

@@ -1,0 +1,54 @@
+"""Every augmentation preset builds from its YAML, keeps mask labels exact and can be edited."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, compose_config
+
+from unet_lab.config import instantiate
+from unet_lab.data.dataset import as_unit_float
+from unet_lab.data.shapes import render_shapes
+
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "augmentation").glob("*.yaml"))
+
+
+def _pipelines(tmp_path: Path, overrides: list[str]):
+    cfg = compose_config(tmp_path, overrides)
+    return {s: instantiate(cfg.augmentation[s], f"augmentation.{s}") for s in ("train", "eval")}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_presets_keep_labels_and_sizes(preset: str, dtype, tmp_path: Path) -> None:
+    pipelines = _pipelines(tmp_path, [f"augmentation={preset}"])
+    for index in range(6):
+        image, mask = render_shapes(np.random.default_rng(index), 64, 1, 6, 6, 0.05)
+        image = image.astype(dtype) * (257 if dtype == np.uint16 else 1)
+        out = pipelines["train"](image=as_unit_float(image), mask=mask)  # as the dataset does
+        assert out["image"].shape[:2] == (64, 64) and out["mask"].shape == (64, 64)
+        assert out["image"].dtype == np.float32
+        assert set(np.unique(out["mask"]).tolist()) <= set(range(6))
+    assert len(pipelines["eval"].transforms) == 0  # evaluation sees the data as it is
+
+
+def test_presets_build_on_each_other(tmp_path: Path) -> None:
+    names = {
+        p: list(_pipelines(tmp_path, [f"augmentation={p}"])["train"].transforms)
+        for p in ("light", "medium", "heavy")
+    }
+    assert len(names["light"]) < len(names["medium"]) < len(names["heavy"])
+
+
+def test_a_transform_can_be_changed_or_switched_off(tmp_path: Path) -> None:
+    changed = _pipelines(
+        tmp_path,
+        [
+            "augmentation=heavy",
+            "augmentation.train.transforms.blur.p=1",
+            "augmentation.train.transforms.elastic=null",
+        ],
+    )["train"]
+    kinds = [type(t).__name__ for t in changed.transforms]
+    assert "ElasticTransform" not in kinds
+    assert next(t for t in changed.transforms if type(t).__name__ == "GaussianBlur").p == 1
