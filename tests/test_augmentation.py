@@ -9,6 +9,7 @@ from conftest import REPO, compose_config
 from unet_lab.config import instantiate
 from unet_lab.data.dataset import as_unit_float
 from unet_lab.data.shapes import render_shapes
+from unet_lab.show_aug import augmentation_grid
 
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "augmentation").glob("*.yaml"))
 
@@ -52,3 +53,13 @@ def test_a_transform_can_be_changed_or_switched_off(tmp_path: Path) -> None:
     kinds = [type(t).__name__ for t in changed.transforms]
     assert "ElasticTransform" not in kinds
     assert next(t for t in changed.transforms if type(t).__name__ == "GaussianBlur").p == 1
+
+
+def test_augmentation_grid_layout(tmp_path: Path) -> None:
+    pipeline = _pipelines(tmp_path, ["augmentation=heavy"])["train"]
+    samples = [render_shapes(np.random.default_rng(i), 32, 3, 4, 3, 0.05) for i in range(2)]
+    grid = augmentation_grid([s[0] for s in samples], [s[1] for s in samples], pipeline, 3)
+    gap = 4
+    assert grid.shape == (2 * (32 + gap), (1 + 3) * 2 * (32 + gap), 3)
+    first_mask_tile = grid[:32, 32 + gap : 64 + gap]
+    assert (first_mask_tile.any(axis=2) == (samples[0][1] > 0)).all()  # colour only on objects

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 from conftest import REPO, TINY_DATA, run_cli
 from folders import write_dataset
@@ -226,3 +227,23 @@ def test_check_data_names_the_bad_file(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {bad}: cannot be read as an image (unreadable, truncated or empty)"
     )
+
+
+def test_show_aug_writes_a_grid(tmp_path: Path) -> None:
+    result = _unet_lab(
+        [
+            "show-aug",
+            "augmentation=medium",
+            *TINY_DATA,
+            "--output",
+            "grid.png",
+            "--samples",
+            "3",
+            "--variants",
+            "2",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    grid = cv2.imread(str(tmp_path / "grid.png"))
+    assert grid.shape == (3 * (32 + 4), 3 * 2 * (32 + 4), 3)

@@ -51,8 +51,8 @@ def summarize(datamodule: InMemoryDataModule) -> str:
     return "\n".join(lines)
 
 
-def _datamodule(cfg: DictConfig) -> InMemoryDataModule:
-    # The split file goes into a run folder; checking the data writes nothing.
+def load_datamodule(cfg: DictConfig) -> InMemoryDataModule:
+    """The data module of a composed training config, outside a run (no split file written)."""
     extra = {"split_file": None} if "split_file" in cfg.data else {}
     return instantiate(cfg.data, "data", **extra)
 
@@ -61,7 +61,7 @@ def main(args: Sequence[str]) -> None:
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
             cfg = compose("train", overrides=list(args))
-        datamodule = _datamodule(cfg)
+        datamodule = load_datamodule(cfg)
         report = summarize(datamodule)
     except Exception as exc:
         message = one_line(exc)

@@ -11,6 +11,8 @@ commands:
               unet-lab train --help shows the config groups and every key
   check-data  read and check a data set and summarize it, with the same overrides as train;
               e.g. unet-lab check-data data=folder data.root=DIR data.num_classes=3
+  show-aug    write a PNG grid of training images and masks as an augmentation changes them;
+              e.g. unet-lab show-aug augmentation=heavy --output heavy.png
 """
 
 
@@ -31,6 +33,11 @@ def main() -> None:
         from unet_lab.check_data import main as check_data_main
 
         check_data_main(args)
+        return
+    if command == "show-aug":
+        from unet_lab.show_aug import main as show_aug_main
+
+        show_aug_main(args)
         return
     print(f"unet-lab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     raise SystemExit(2)
