@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import REPO, TINY_DATA, run_cli
 from folders import write_dataset
@@ -154,9 +155,17 @@ def test_installed_wheel_trains_outside_the_repository(tmp_path: Path) -> None:
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
 
 
-def test_train_on_a_folder_of_your_own_images(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {"sizes": [(40, 56), (64, 48)], "image_ext": ".jpg"},  # RGB JPEG, PNG masks, 2 sizes
+        {"channels": 1, "dtype": np.uint16, "image_ext": ".tif", "mask_ext": ".tif"},
+    ],
+    ids=["rgb-jpeg-varying-sizes", "grey-16bit-tiff"],
+)
+def test_train_on_a_folder_of_your_own_images(tmp_path: Path, kind: dict) -> None:
     """Only the class count is given: channels, patches and splits follow the data."""
-    root = write_dataset(tmp_path / "data", count=8, sizes=[(40, 56), (64, 48)], image_ext=".jpg")
+    root = write_dataset(tmp_path / "data", count=8, **kind)
     run_cli(
         [
             "data=folder",

@@ -56,7 +56,8 @@ class FolderDataModule(InMemoryDataModule):
             ``folds`` is the validation set.
         patch_size: train on random square patches of this size (smaller images are
             mirror-padded); validation and test always use whole images. Default: whole images
-            when all have one size, else patches of the smallest side (rounded down to 16).
+            when all are square and of one size, else square patches of the smallest side
+            (rounded down to 16), so batches stack and 90-degree rotations keep their shape.
         split_file: where to write the split (stems per split), e.g. into the run folder.
     """
 
@@ -100,10 +101,13 @@ class FolderDataModule(InMemoryDataModule):
         self.in_channels = self._channels()
         sizes = {image.shape[:2] for images, _ in self.arrays.values() for image in images}
         self.sizes_vary = len(sizes) > 1
-        if patch_size is None and self.sizes_vary:
+        if patch_size is None and (self.sizes_vary or any(h != w for h, w in sizes)):
+            # Square patches batch together whatever the sizes, and stay square under rotations.
             patch_size = max(16, min(min(size) for size in sizes) // 16 * 16)
             log.info(
-                "images have %d different sizes: training on %d px patches", len(sizes), patch_size
+                "images of %d size(s), not all square: training on %d px patches",
+                len(sizes),
+                patch_size,
             )
         self.patch_size = patch_size
         if patch_size is not None:
