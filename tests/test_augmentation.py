@@ -9,6 +9,7 @@ from conftest import REPO, compose_config
 from unet_lab.config import instantiate
 from unet_lab.data.dataset import as_unit_float
 from unet_lab.data.shapes import render_shapes
+from unet_lab.data.transforms import CoarseGridElastic
 from unet_lab.show_aug import augmentation_grid
 
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "augmentation").glob("*.yaml"))
@@ -63,3 +64,19 @@ def test_augmentation_grid_layout(tmp_path: Path) -> None:
     assert grid.shape == (2 * (32 + gap), (1 + 3) * 2 * (32 + gap), 3)
     first_mask_tile = grid[:32, 32 + gap : 64 + gap]
     assert (first_mask_tile.any(axis=2) == (samples[0][1] > 0)).all()  # colour only on objects
+
+
+def test_paper_elastic_deformation() -> None:
+    image, mask = render_shapes(np.random.default_rng(3), 64, 1, 4, 6, 0.05)
+    image = as_unit_float(image)
+    still = CoarseGridElastic(grid=3, sigma=0.0, p=1.0)(image=image, mask=mask)
+    assert np.array_equal(still["mask"], mask) and np.allclose(still["image"], image, atol=1e-6)
+    moved = CoarseGridElastic(grid=3, sigma=10.0, p=1.0)(image=image, mask=mask)
+    assert not np.array_equal(moved["mask"], mask)
+    assert set(np.unique(moved["mask"]).tolist()) <= set(np.unique(mask).tolist())
+    # Image and mask move together: an image that encodes the labels, deformed with the mask,
+    # still encodes the deformed labels (bilinear and nearest resampling differ only at edges).
+    encoded = (mask.astype(np.float32) / 10)[..., None]
+    both = CoarseGridElastic(grid=3, sigma=10.0, p=1.0)(image=encoded, mask=mask)
+    assert both["image"].shape == encoded.shape
+    assert (np.round(both["image"][..., 0] * 10) == both["mask"]).mean() > 0.95
