@@ -161,3 +161,14 @@ def test_bad_data_names_the_file(tmp_path: Path, damage, expected: str) -> None:
         _dm(root)
     assert named in str(error.value)
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(("share", "low", "high"), [(1.0, 0.99, 1.0), (0.0, 0.0, 0.6)])
+def test_foreground_oversampling(tmp_path: Path, share: float, low: float, high: float) -> None:
+    """Small objects in big images: patches hit them always (1.0) or by chance (0.0)."""
+    root = write_dataset(tmp_path, count=4, sizes=[(128, 128)], num_classes=2)
+    dm = _dm(root, num_classes=2, patch_size=16, foreground_oversample=share, val_fraction=0.25)
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    hits = [bool(dataset[i % len(dataset)]["mask"].any()) for i in range(300)]
+    assert low <= sum(hits) / len(hits) <= high

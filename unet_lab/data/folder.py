@@ -58,6 +58,8 @@ class FolderDataModule(InMemoryDataModule):
             mirror-padded); validation and test always use whole images. Default: whole images
             when all are square and of one size, else square patches of the smallest side
             (rounded down to 16), so batches stack and 90-degree rotations keep their shape.
+        foreground_oversample: share of training patches centred on a foreground pixel (class
+            > 0) instead of placed at random; helps when objects are small and rare.
         split_file: where to write the split (stems per split), e.g. into the run folder.
     """
 
@@ -75,6 +77,7 @@ class FolderDataModule(InMemoryDataModule):
         fold: int = 0,
         seed: int = 0,
         patch_size: int | None = None,
+        foreground_oversample: float = 0.0,
         split_file: str | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -96,6 +99,7 @@ class FolderDataModule(InMemoryDataModule):
             check_int("fold", fold, 0, folds - 1)
         if patch_size is not None:
             check_int("patch_size", patch_size, 8)
+        check_float("foreground_oversample", foreground_oversample, 0.0, 1.0)
         self.split = self._split(val_fraction, test_fraction, folds, fold, seed)
         self.arrays = {split: self._load(samples) for split, samples in self.split.items()}
         self.in_channels = self._channels()
@@ -111,9 +115,18 @@ class FolderDataModule(InMemoryDataModule):
             )
         self.patch_size = patch_size
         if patch_size is not None:
+            background = [0] if ignore_index is None else [0, ignore_index]
             crop = [
                 A.PadIfNeeded(patch_size, patch_size, border_mode=cv2.BORDER_REFLECT_101),
-                A.RandomCrop(patch_size, patch_size),
+                A.OneOf(
+                    [
+                        A.CropNonEmptyMaskIfExists(
+                            patch_size, patch_size, background, p=foreground_oversample
+                        ),
+                        A.RandomCrop(patch_size, patch_size, p=1.0 - foreground_oversample),
+                    ],
+                    p=1.0,
+                ),
             ]
             train_transform = A.Compose([*crop, *(train_transform or A.Compose([])).transforms])
         super().__init__(batch_size, num_workers, train_transform, eval_transform)
