@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unet_lab.data import SegmentationArrayDataset, SyntheticShapesDataModule, compose
+from unet_lab.data.dataset import as_unit_float
 from unet_lab.validation import InvalidArgumentError
 
 
@@ -94,3 +95,30 @@ def test_bad_arguments_are_named() -> None:
         SyntheticShapesDataModule(num_classes=9)
     with pytest.raises(InvalidArgumentError, match="batch_size"):
         SyntheticShapesDataModule(batch_size=0)
+
+
+@pytest.mark.parametrize("mode", ["image", "dataset", "fixed", "none"])
+def test_normalization_modes(mode: str) -> None:
+    fixed = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]} if mode == "fixed" else {}
+    dm = _datamodule(normalization=mode, **fixed)
+    dm.setup("fit")
+    train_images = np.stack([as_unit_float(i) for i in dm.load_split("train")[0]])
+    image = dm.datasets["val"][0]["image"].numpy()
+    raw = as_unit_float(dm.load_split("val")[0][0]).transpose(2, 0, 1)
+    if mode == "image":
+        assert np.allclose(image.mean(axis=(1, 2)), 0, atol=1e-4)
+        assert np.allclose(image.std(axis=(1, 2)), 1, atol=1e-3)
+    elif mode == "dataset":  # the training split's statistics, the same for every image
+        mean, std = train_images.mean(axis=(0, 1, 2)), train_images.std(axis=(0, 1, 2))
+        assert np.allclose(image, (raw - mean[:, None, None]) / std[:, None, None], atol=1e-4)
+    elif mode == "fixed":
+        assert np.allclose(image, (raw - 0.5) / 0.25, atol=1e-5)
+    else:
+        assert np.allclose(image, raw)
+
+
+def test_fixed_normalization_needs_its_statistics() -> None:
+    with pytest.raises(InvalidArgumentError, match="mean"):
+        _datamodule(normalization="fixed")
+    with pytest.raises(InvalidArgumentError, match="normalization"):
+        _datamodule(normalization="minmax")

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from unet_lab.data.dataset import SegmentationArrayDataset
+from unet_lab.data.normalization import Normalizer
 from unet_lab.validation import check_int
 
 SPLITS = ("train", "val", "test")
@@ -21,7 +22,9 @@ class InMemoryDataModule(pl.LightningDataModule):
     """Loads each split once into memory and serves it through DataLoaders.
 
     ``train_transform`` is applied to training samples, ``eval_transform`` to validation and test
-    samples (usually nothing, so evaluation sees the data as it is).
+    samples (usually nothing, so evaluation sees the data as it is). ``normalization``,
+    ``mean`` and ``std`` configure the :class:`Normalizer`; ``dataset`` statistics come from the
+    training split, computed once.
     """
 
     def __init__(
@@ -30,8 +33,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         train_transform: A.Compose | None = None,
         eval_transform: A.Compose | None = None,
+        normalization: str = "image",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        self.normalizer = Normalizer(normalization, mean, std)
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.num_workers = check_int("num_workers", num_workers, 0)
         self.train_transform = train_transform
@@ -48,11 +55,15 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Images (H, W, C) and label masks (H, W) of one split."""
 
     def setup(self, stage: str | None = None) -> None:
+        if self.normalizer.needs_fit:
+            self.normalizer.fit(self.load_split("train")[0])
         for split in _STAGE_SPLITS.get(stage or "", SPLITS):
             if split not in self.datasets:
                 transform = self.train_transform if split == "train" else self.eval_transform
                 images, masks = self.load_split(split)
-                self.datasets[split] = SegmentationArrayDataset(images, masks, transform)
+                self.datasets[split] = SegmentationArrayDataset(
+                    images, masks, transform, self.normalizer
+                )
 
     def has_split(self, split: str) -> bool:
         """Whether the data has this split (data sets without test labels have no test split)."""

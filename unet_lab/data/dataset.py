@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import albumentations as A
 import numpy as np
@@ -18,14 +18,17 @@ def as_unit_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
+def standardize(image: np.ndarray) -> np.ndarray:
+    """Zero mean and unit variance per image and channel."""
+    mean = image.mean(axis=(0, 1), keepdims=True)
+    return (image - mean) / np.maximum(image.std(axis=(0, 1), keepdims=True), 1e-6)
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HWC integer or float image -> CHW float32, standardized per image and channel."""
-    array = image.astype(np.float32)
+    """HWC (or HW) image -> CHW float32 tensor."""
+    array = image.astype(np.float32, copy=False)
     if array.ndim == 2:
         array = array[..., None]
-    mean = array.mean(axis=(0, 1), keepdims=True)
-    std = array.std(axis=(0, 1), keepdims=True)
-    array = (array - mean) / np.maximum(std, 1e-6)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
@@ -33,8 +36,8 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
     """Images (H, W, C) and masks (H, W) in memory; yields ``{"image", "mask", "index"}``.
 
     Images are scaled to float32 in [0, 1], then the transform is applied jointly to image and
-    mask, then each image is standardized; masks stay integer labels (albumentations uses
-    nearest interpolation for them) and come out as int64.
+    mask, then ``normalize`` (default: standardize each image); masks stay integer labels
+    (albumentations uses nearest interpolation for them) and come out as int64.
     """
 
     def __init__(
@@ -42,12 +45,14 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
         images: Sequence[np.ndarray],
         masks: Sequence[np.ndarray],
         transform: A.Compose | None = None,
+        normalize: Callable[[np.ndarray], np.ndarray] = standardize,
     ) -> None:
         if len(images) != len(masks):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
         self.images = images
         self.masks = masks
         self.transform = transform
+        self.normalize = normalize
 
     def __len__(self) -> int:
         return len(self.images)
@@ -58,7 +63,7 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return {
-            "image": image_to_tensor(image),
+            "image": image_to_tensor(self.normalize(image)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
             "index": torch.tensor(index),
         }

@@ -83,6 +83,9 @@ class FolderDataModule(InMemoryDataModule):
         num_workers: int = 0,
         train_transform: A.Compose | None = None,
         eval_transform: A.Compose | None = None,
+        normalization: str = "image",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         check_int("num_classes", num_classes, 2)
@@ -129,7 +132,9 @@ class FolderDataModule(InMemoryDataModule):
                 ),
             ]
             train_transform = A.Compose([*crop, *(train_transform or A.Compose([])).transforms])
-        super().__init__(batch_size, num_workers, train_transform, eval_transform)
+        super().__init__(
+            batch_size, num_workers, train_transform, eval_transform, normalization, mean, std
+        )
         if split_file:
             self._write_split(Path(split_file))
 

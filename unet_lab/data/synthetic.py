@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import albumentations as A
 import numpy as np
 
@@ -33,8 +35,13 @@ class SyntheticShapesDataModule(InMemoryDataModule):
         num_workers: int = 0,
         train_transform: A.Compose | None = None,
         eval_transform: A.Compose | None = None,
+        normalization: str = "image",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, train_transform, eval_transform)
+        super().__init__(
+            batch_size, num_workers, train_transform, eval_transform, normalization, mean, std
+        )
         self.image_size = check_int("image_size", image_size, 8)
         self.in_channels = check_int("in_channels", in_channels, 1)
         self.num_classes = check_int("num_classes", num_classes, 2, len(SHAPE_KINDS) + 1)

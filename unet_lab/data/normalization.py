@@ -1,0 +1,60 @@
+"""Intensity normalization of images already scaled to [0, 1] (see ``as_unit_float``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from unet_lab.data.dataset import as_unit_float, standardize
+from unet_lab.validation import InvalidArgumentError, check_choice
+
+log = logging.getLogger(__name__)
+MODES = ("image", "dataset", "fixed", "none")
+
+
+class Normalizer:
+    """``image``: zero mean, unit variance per image and channel (no statistics needed);
+    ``dataset``: per channel with the mean and std of the training images (computed once, by
+    :meth:`fit`); ``fixed``: with the given ``mean`` and ``std`` (on the [0, 1] scale);
+    ``none``: the [0, 1] values as they are."""
+
+    def __init__(
+        self,
+        mode: str = "image",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        self.mode = check_choice("normalization", mode, MODES)
+        if mode == "fixed" and (mean is None or std is None):
+            raise InvalidArgumentError("mean", mean, "per-channel means and stds with 'fixed'")
+        self.mean = None if mean is None else np.asarray(mean, np.float32)
+        self.std = None if std is None else np.asarray(std, np.float32)
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.mode == "dataset" and self.mean is None
+
+    def fit(self, images: Sequence[np.ndarray]) -> None:
+        """Per-channel mean and std over every pixel of ``images`` (the training split)."""
+        channels = images[0].shape[-1]
+        total, squares, count = np.zeros(channels), np.zeros(channels), 0
+        for image in images:
+            pixels = as_unit_float(image).reshape(-1, channels).astype(np.float64)
+            total += pixels.sum(axis=0)
+            squares += (pixels**2).sum(axis=0)
+            count += pixels.shape[0]
+        mean = total / count
+        self.mean = mean.astype(np.float32)
+        self.std = np.sqrt(np.maximum(squares / count - mean**2, 1e-12)).astype(np.float32)
+        log.info("dataset normalization: mean %s, std %s", self.mean.round(4), self.std.round(4))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self.mode == "none":
+            return image
+        if self.mode == "image":
+            return standardize(image)
+        if self.mean is None or self.std is None:
+            raise RuntimeError("dataset normalization used before fit()")
+        return (image - self.mean) / np.maximum(self.std, 1e-6)
