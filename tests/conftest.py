@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-import unet_lab.config  # noqa: F401  (registers the config resolvers)
+from unet_lab.config import compose_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,8 +44,7 @@ def _no_wandb_account() -> Iterator[None]:
 
 def compose_config(output_dir: Path, overrides: list[str] | None = None) -> DictConfig:
     """The training config as `python train.py` composes it, writing into ``output_dir``."""
-    with initialize_config_module("unet_lab.conf", version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={output_dir}", *(overrides or [])])
+    return compose_train_config([f"paths.output_dir={output_dir}", *(overrides or [])])
 
 
 def run_cli(

@@ -6,16 +6,14 @@ loads the same way in ``train.py``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import numpy as np
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from unet_lab.config import CONFIG_MODULE, instantiate
+from unet_lab.config import compose_train_config, instantiate
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule
-from unet_lab.errors import one_line
+from unet_lab.errors import input_errors_exit
 
 
 def summarize(datamodule: InMemoryDataModule) -> str:
@@ -58,17 +56,9 @@ def load_datamodule(cfg: DictConfig) -> InMemoryDataModule:
 
 
 def main(args: Sequence[str]) -> None:
-    try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            cfg = compose("train", overrides=list(args))
-        datamodule = load_datamodule(cfg)
-        report = summarize(datamodule)
-    except Exception as exc:
-        message = one_line(exc)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+    with input_errors_exit():
+        cfg = compose_train_config(list(args))
+        report = summarize(load_datamodule(cfg))
     print(f"data: {cfg.data._target_}")
     print(report)
     print("OK: every image and mask was read and matches the configured classes")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -38,6 +39,12 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def compose_train_config(overrides: list[str]) -> DictConfig:
+    """The training config as ``train.py`` would compose it, outside a Hydra run."""
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        return compose("train", overrides=overrides)
 
 
 def instantiate(node: Any, key: str, **kwargs: Any) -> Any:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
 from hydra.errors import ConfigCompositionException, InstantiationException
 from omegaconf import DictConfig
@@ -66,3 +71,23 @@ def _omegaconf_message(exc: OmegaConfBaseException) -> str:
             text += f"; {group} has: " + ", ".join(str(k) for k in known if k != "_target_")
         return text
     return f"{key}: {message}"
+
+
+def exit_with(message: str) -> NoReturn:
+    """Prints the one-line error, and how to see the traceback, then exits with code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@contextmanager
+def input_errors_exit() -> Iterator[None]:
+    """Turns configuration and data mistakes raised inside into :func:`exit_with`; other
+    exceptions, and everything under ``HYDRA_FULL_ERROR=1``, pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else one_line(exc)
+        if message is None:
+            raise
+        exit_with(message)

@@ -9,19 +9,17 @@ exactly what training would see (before normalization).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
-from hydra import compose, initialize_config_module
 
 from unet_lab.check_data import load_datamodule
-from unet_lab.config import CONFIG_MODULE, instantiate
+from unet_lab.config import compose_train_config, instantiate
 from unet_lab.data.dataset import as_unit_float
-from unet_lab.errors import one_line
+from unet_lab.errors import input_errors_exit
 
 # Distinct colours for class indices 1.. (class 0, background, stays black).
 _COLOURS = np.array(
@@ -91,17 +89,10 @@ def main(args: Sequence[str]) -> None:
     parser.add_argument("--samples", type=int, default=4, help="training images, one per row")
     parser.add_argument("--variants", type=int, default=4, help="augmented copies per image")
     options, overrides = parser.parse_known_args(list(args))
-    try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
+    with input_errors_exit():
+        cfg = compose_train_config(overrides)
         pipeline = instantiate(cfg.augmentation.train, "augmentation.train")
         images, masks = load_datamodule(cfg).load_split("train")
-    except Exception as exc:
-        message = one_line(exc)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
     count = min(options.samples, len(images))
     grid = augmentation_grid(images[:count], masks[:count], pipeline, options.variants)
     output = Path(options.output)

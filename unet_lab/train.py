@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import hydra
 import pytorch_lightning as pl
@@ -26,7 +26,7 @@ from pytorch_lightning.loggers import WandbLogger
 from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
-from unet_lab.errors import InputError, one_line
+from unet_lab.errors import InputError, exit_with, one_line
 from unet_lab.module import SegmentationModule
 from unet_lab.precision import resolve_precision
 from unet_lab.runs import discard_unstarted, resume_arguments, write_summary
@@ -204,12 +204,6 @@ def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
         log.info("W&B run saved offline; upload it with: wandb sync %s", folder)
 
 
-def _exit_with_config_error(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
-    raise SystemExit(2)
-
-
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
@@ -218,7 +212,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if os.environ.get(_DEBUG_ENV) == "1":
             raise
         # SystemExit passes through Hydra's job runner: a sweep stops at its first bad config.
-        _exit_with_config_error(str(error))
+        exit_with(str(error))
     return summary["optimized_metric"]["value"]
 
 
@@ -237,4 +231,4 @@ def main(argv: list[str] | None = None) -> None:
         message = None if os.environ[_DEBUG_ENV] == "1" else one_line(exc)
         if message is None:
             raise
-        _exit_with_config_error(message)
+        exit_with(message)
