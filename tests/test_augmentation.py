@@ -77,6 +77,10 @@ def test_paper_elastic_deformation() -> None:
     # Image and mask move together: an image that encodes the labels, deformed with the mask,
     # still encodes the deformed labels (bilinear and nearest resampling differ only at edges).
     encoded = (mask.astype(np.float32) / 10)[..., None]
-    both = CoarseGridElastic(grid=3, sigma=10.0, p=1.0)(image=encoded, mask=mask)
+    deform = CoarseGridElastic(grid=3, sigma=10.0, p=1.0)
+    deform.set_random_seed(0)
+    both = deform(image=encoded, mask=mask)
     assert both["image"].shape == encoded.shape
-    assert (np.round(both["image"][..., 0] * 10) == both["mask"]).mean() > 0.95
+    # Measured over 285 draws: 0.94-1.0 (median 0.99); image and mask deformed independently
+    # agree 0.77 (median of 20, at most 0.88).
+    assert (np.round(both["image"][..., 0] * 10) == both["mask"]).mean() > 0.9
