@@ -94,7 +94,6 @@ class FolderDataModule(InMemoryDataModule):
             raise DataError(f"data.class_names has {len(names)} names for {num_classes} classes")
         self._class_names = names
         self.labels = LabelMapping(num_classes, mask_values, palette, ignore_index)
-        self.ignore_index = ignore_index
         check_float("val_fraction", val_fraction, 0.0, 0.9)
         check_float("test_fraction", test_fraction, 0.0, 0.9)
         if folds is not None:
