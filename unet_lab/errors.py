@@ -81,13 +81,16 @@ def exit_with(message: str) -> NoReturn:
 
 
 @contextmanager
-def input_errors_exit() -> Iterator[None]:
+def input_errors_exit(full_traceback: bool | None = None) -> Iterator[None]:
     """Turns configuration and data mistakes raised inside into :func:`exit_with`; other
-    exceptions, and everything under ``HYDRA_FULL_ERROR=1``, pass unchanged."""
+    exceptions pass unchanged, and so does everything when ``full_traceback`` is asked for
+    (default: ``HYDRA_FULL_ERROR=1``)."""
+    if full_traceback is None:
+        full_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         yield
     except Exception as exc:
-        message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else one_line(exc)
+        message = None if full_traceback else one_line(exc)
         if message is None:
             raise
         exit_with(message)

@@ -26,7 +26,7 @@ from pytorch_lightning.loggers import WandbLogger
 from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
-from unet_lab.errors import InputError, exit_with, one_line
+from unet_lab.errors import InputError, input_errors_exit
 from unet_lab.module import SegmentationModule
 from unet_lab.precision import resolve_precision
 from unet_lab.runs import discard_unstarted, resume_arguments, write_summary
@@ -206,13 +206,9 @@ def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
+    # The SystemExit of a bad config passes through Hydra's job runner: a sweep stops at once.
+    with input_errors_exit(full_traceback=os.environ.get(_DEBUG_ENV) == "1"):
         summary = train(cfg)
-    except InputError as error:
-        if os.environ.get(_DEBUG_ENV) == "1":
-            raise
-        # SystemExit passes through Hydra's job runner: a sweep stops at its first bad config.
-        exit_with(str(error))
     return summary["optimized_metric"]["value"]
 
 
@@ -225,10 +221,5 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_float32_matmul_precision("high")
     for pattern in _KNOWN_HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    try:
+    with input_errors_exit(full_traceback=os.environ[_DEBUG_ENV] == "1"):
         _hydra_main()
-    except Exception as exc:
-        message = None if os.environ[_DEBUG_ENV] == "1" else one_line(exc)
-        if message is None:
-            raise
-        exit_with(message)
