@@ -24,7 +24,8 @@ TINY_DATA = [
     "data.batch_size=8",
 ]
 # A tiny but complete setup: trains in a couple of seconds.
-FAST = ["debug=fast", "logger=csv", "callbacks.validation_images=null"]
+SMALL_UNET = ["model.depth=2", "model.width=8"]
+FAST = ["debug=fast", "logger=csv", "callbacks.validation_images=null", *SMALL_UNET]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO, TINY_DATA, compose_config, run_cli
+from conftest import FAST, REPO, SMALL_UNET, TINY_DATA, compose_config, run_cli
 from folders import write_dataset
 from hydra.utils import get_class
 from omegaconf import OmegaConf
@@ -29,13 +29,21 @@ def test_every_option_builds(group: str, option: str, tmp_path: Path) -> None:
         pytest.skip("trainer=gpu needs a CUDA device")
     folder = write_dataset(tmp_path / "data", num_classes=2) if option == "folder" else None
     data = [f"data.root={folder}"] if folder else TINY_DATA
-    experiment = build(compose_config(tmp_path, [*FAST, f"{group}={option}", *data]))
+    fast = [o for o in FAST if o not in SMALL_UNET] if group == "model" else FAST
+    experiment = build(compose_config(tmp_path, [*fast, f"{group}={option}", *data]))
     assert experiment.trainer.max_epochs == 2
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_every_experiment_builds(name: str, tmp_path: Path) -> None:
-    build(compose_config(tmp_path, [*FAST, *TINY_DATA, f"experiment={name}"]))
+    overrides = [*FAST, f"experiment={name}"]
+    if compose_config(tmp_path, overrides).data._target_.endswith("FolderDataModule"):
+        # An experiment on a folder data set: a small binary one ({0, 255} masks), 10 images.
+        root = write_dataset(tmp_path / "data", count=10, channels=1, num_classes=2, mask_scale=255)
+        overrides.append(f"data.root={root}")
+    else:
+        overrides += TINY_DATA
+    build(compose_config(tmp_path, overrides))
 
 
 # Arguments that the training code passes itself instead of reading them from the YAML file.

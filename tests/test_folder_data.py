@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from folders import write_dataset
 
 from unet_lab.data import DataError, FolderDataModule
@@ -172,3 +173,44 @@ def test_foreground_oversampling(tmp_path: Path, share: float, low: float, high:
     dataset = dm.datasets["train"]
     hits = [bool(dataset[i % len(dataset)]["mask"].any()) for i in range(300)]
     assert low <= sum(hits) / len(hits) <= high
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "planes"])
+def test_tiffs_with_more_channels_than_opencv_reads(tmp_path: Path, layout: str) -> None:
+    """Five 16-bit channels, stored as YXS or as a CYX stack; OpenCV would misread both."""
+    root = write_dataset(tmp_path, count=4, channels=1, num_classes=2)
+    rng = np.random.default_rng(0)
+    stored = {}
+    for path in sorted((root / "images").iterdir()):
+        image = rng.integers(0, 65535, (48, 64, 5), dtype=np.uint16)
+        path.unlink()
+        if layout == "interleaved":
+            tifffile.imwrite(
+                path.with_suffix(".tif"), image, photometric="minisblack", planarconfig="contig"
+            )
+        else:
+            tifffile.imwrite(path.with_suffix(".tif"), np.moveaxis(image, -1, 0))
+        stored[path.stem] = image
+    dm = _dm(root, num_classes=2, val_fraction=0.25)
+    assert dm.in_channels == 5
+    for (stem, _, _), image in zip(dm.split["train"], dm.load_split("train")[0], strict=True):
+        assert np.array_equal(image, stored[stem])
+
+
+def test_a_tiff_with_two_extra_axes_is_refused_by_name(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, count=4, channels=1, num_classes=2)
+    path = root / "images" / "img01.tif"
+    (root / "images" / "img01.png").unlink()
+    tifffile.imwrite(path, np.zeros((2, 3, 48, 64), np.uint8))
+    with pytest.raises(DataError, match=r"img01\.tif: TIFF of shape"):
+        _dm(root, num_classes=2)
+
+
+def test_samples_per_epoch_draws_several_patches_per_image(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, count=5, sizes=[(64, 64)], num_classes=2)
+    dm = _dm(root, num_classes=2, patch_size=32, samples_per_epoch=40, batch_size=8)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 40 and len(dm.train_dataloader()) == 5
+    assert len(dm.datasets["val"]) == 1  # evaluation still sees each image once
+    with pytest.raises(ValueError, match="samples_per_epoch"):
+        _dm(root, num_classes=2, samples_per_epoch=0)

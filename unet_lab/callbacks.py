@@ -52,10 +52,12 @@ class BestMetrics(pl.Callback):
 
 
 class ConfigInCheckpoint(pl.Callback):
-    """Stores the run's resolved config in every checkpoint (key ``unet_lab_config``), so
-    evaluation and prediction need only the checkpoint path."""
+    """Stores the run's resolved config (key ``unet_lab_config``) and what the data decided
+    (key ``unet_lab_data``: input channels, class names, normalization with its statistics) in
+    every checkpoint, so evaluation and prediction need only the checkpoint path."""
 
     KEY = "unet_lab_config"
+    DATA_KEY = "unet_lab_data"
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -64,6 +66,13 @@ class ConfigInCheckpoint(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[self.KEY] = self.config
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None:
+            checkpoint[self.DATA_KEY] = {
+                "in_channels": int(datamodule.in_channels),
+                "class_names": list(datamodule.class_names),
+                "normalization": datamodule.normalizer.state_dict(),
+            }
 
 
 class ValidationImages(pl.Callback):

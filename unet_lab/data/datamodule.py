@@ -24,8 +24,10 @@ class InMemoryDataModule(pl.LightningDataModule):
     ``train_transform`` is applied to training samples, ``eval_transform`` to validation and test
     samples (usually nothing, so evaluation sees the data as it is). ``normalization``,
     ``mean`` and ``std`` configure the :class:`Normalizer`; ``dataset`` statistics come from the
-    training split, computed once.
+    training split, computed once. Subclasses set ``in_channels``.
     """
+
+    in_channels: int
 
     def __init__(
         self,
@@ -44,6 +46,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.datasets: dict[str, SegmentationArrayDataset] = {}
+        # Training samples per epoch (None: one per image); subclasses may set it.
+        self.samples_per_epoch: int | None = None
 
     @property
     @abstractmethod
@@ -62,7 +66,11 @@ class InMemoryDataModule(pl.LightningDataModule):
                 transform = self.train_transform if split == "train" else self.eval_transform
                 images, masks = self.load_split(split)
                 self.datasets[split] = SegmentationArrayDataset(
-                    images, masks, transform, self.normalizer
+                    images,
+                    masks,
+                    transform,
+                    self.normalizer,
+                    length=self.samples_per_epoch if split == "train" else None,
                 )
 
     def has_split(self, split: str) -> bool:

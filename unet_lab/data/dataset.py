@@ -46,6 +46,7 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
         masks: Sequence[np.ndarray],
         transform: A.Compose | None = None,
         normalize: Callable[[np.ndarray], np.ndarray] = standardize,
+        length: int | None = None,
     ) -> None:
         if len(images) != len(masks):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
@@ -53,11 +54,13 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
         self.masks = masks
         self.transform = transform
         self.normalize = normalize
+        self.length = len(images) if length is None else length
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        index %= len(self.images)
         image, mask = as_unit_float(self.images[index]), self.masks[index]
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)

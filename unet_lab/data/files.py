@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 
 from unet_lab.errors import InputError
 
@@ -31,7 +32,12 @@ def list_images(folder: Path) -> dict[str, Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image as (H, W, C), keeping its bit depth (uint8 or uint16); colour as RGB."""
+    """An image as (H, W, C), keeping its bit depth (uint8 or uint16); colour as RGB. TIFFs may
+    hold any number of channels, interleaved (``YXS``) or as planes (``CYX``)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        planes = _tiff_with_channel_planes(path)
+        if planes is not None:
+            return planes
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise DataError(f"{path}: cannot be read as an image (unreadable, truncated or empty)")
@@ -42,6 +48,31 @@ def read_image(path: Path) -> np.ndarray:
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
     return image
+
+
+def _tiff_with_channel_planes(path: Path) -> np.ndarray | None:
+    """A TIFF that OpenCV would misread (more than 4 interleaved channels, or channels stored
+    as planes/pages) as (H, W, C); None for the plain layouts OpenCV reads (with any of its
+    compressions)."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            axes, shape = series.axes, series.shape
+            channel_axes = [i for i, axis in enumerate(axes) if axis not in "YX"]
+            if "Y" not in axes or "X" not in axes or len(channel_axes) > 1:
+                raise DataError(
+                    f"{path}: TIFF of shape {shape} (axes {axes}): expected one 2D image with "
+                    "at most one channel axis"
+                )
+            if axes == "YX" or (axes == "YXS" and shape[-1] <= 4):
+                return None
+            array = series.asarray()
+    except DataError:
+        raise
+    except Exception as exc:  # tifffile raises many types for broken or unsupported files
+        hint = " (pip install imagecodecs)" if "imagecodecs" in str(exc) else ""
+        raise DataError(f"{path}: cannot be read as a TIFF image: {exc}{hint}") from exc
+    return np.moveaxis(array, channel_axes[0], -1)
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -60,6 +60,8 @@ class FolderDataModule(InMemoryDataModule):
             (rounded down to 16), so batches stack and 90-degree rotations keep their shape.
         foreground_oversample: share of training patches centred on a foreground pixel (class
             > 0) instead of placed at random; helps when objects are small and rare.
+        samples_per_epoch: training samples (patches) drawn per epoch; default one per
+            training image. Raise it for few, large images, so an epoch is more than a few steps.
         split_file: where to write the split (stems per split), e.g. into the run folder.
     """
 
@@ -78,6 +80,7 @@ class FolderDataModule(InMemoryDataModule):
         seed: int = 0,
         patch_size: int | None = None,
         foreground_oversample: float = 0.0,
+        samples_per_epoch: int | None = None,
         split_file: str | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -134,6 +137,8 @@ class FolderDataModule(InMemoryDataModule):
         super().__init__(
             batch_size, num_workers, train_transform, eval_transform, normalization, mean, std
         )
+        if samples_per_epoch is not None:
+            self.samples_per_epoch = check_int("samples_per_epoch", samples_per_epoch, 1)
         if split_file:
             self._write_split(Path(split_file))
 

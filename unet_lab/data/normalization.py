@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,24 @@ class Normalizer:
         self.mean = mean.astype(np.float32)
         self.std = np.sqrt(np.maximum(squares / count - mean**2, 1e-12)).astype(np.float32)
         log.info("dataset normalization: mean %s, std %s", self.mean.round(4), self.std.round(4))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Mode and statistics as plain lists: stored in checkpoints, so prediction normalizes
+        new images exactly as training did (:meth:`from_state_dict`)."""
+        return {
+            "mode": self.mode,
+            "mean": None if self.mean is None else self.mean.tolist(),
+            "std": None if self.std is None else self.std.tolist(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Normalizer:
+        normalizer = cls("none")
+        normalizer.mode = check_choice("normalization", state["mode"], MODES)
+        for name in ("mean", "std"):
+            value = state.get(name)
+            setattr(normalizer, name, None if value is None else np.asarray(value, np.float32))
+        return normalizer
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self.mode == "none":

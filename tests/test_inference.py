@@ -1,0 +1,76 @@
+"""A trained network back from its checkpoint; test-time averaging over flips and rotations."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, SMALL_UNET, TINY_DATA, compose_config
+from torch import nn
+
+from unet_lab.errors import InputError
+from unet_lab.inference import load_trained, probabilities
+from unet_lab.train import train
+
+
+def _symmetries(x: torch.Tensor) -> list[torch.Tensor]:
+    return [torch.rot90(m, k, dims=(-2, -1)) for m in (x, x.flip(-1)) for k in range(4)]
+
+
+def test_averaging_makes_any_network_commute_with_flips_and_rotations() -> None:
+    torch.manual_seed(0)
+    net = nn.Conv2d(1, 3, 3, padding=1)  # not symmetric: its plain output does not commute
+    image = torch.randn(1, 1, 12, 12)
+    averaged = probabilities(net, image, tta=True)
+    for moved_image, moved_output in zip(_symmetries(image), _symmetries(averaged), strict=True):
+        assert torch.allclose(probabilities(net, moved_image, tta=True), moved_output, atol=1e-6)
+    plain = probabilities(net, image)
+    rotated = probabilities(net, torch.rot90(image, 1, dims=(-2, -1)))
+    assert not torch.allclose(rotated, torch.rot90(plain, 1, dims=(-2, -1)), atol=1e-3)
+    assert torch.allclose(averaged.sum(dim=1), torch.ones(1, 12, 12))
+
+
+def test_averaging_leaves_a_pointwise_network_unchanged() -> None:
+    net = nn.Conv2d(2, 4, 1)
+    image = torch.randn(2, 2, 8, 10)  # not square: rotations change the shape on the way
+    assert torch.allclose(probabilities(net, image, tta=True), probabilities(net, image), atol=1e-6)
+
+
+def test_a_checkpoint_gives_back_the_network_and_its_normalization(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, [*FAST, *TINY_DATA, "data.normalization=dataset"])
+    train(cfg)
+    trained = load_trained(tmp_path / "checkpoints" / "last.ckpt")
+    assert trained.class_names == ["background", "ellipse", "rectangle", "triangle"]
+    assert trained.in_channels == 3 and trained.normalizer.mode == "dataset"
+    assert trained.normalizer.mean is not None and trained.normalizer.mean.shape == (3,)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    weight = next(k for k in checkpoint["state_dict"] if k.endswith("weight"))
+    assert torch.equal(
+        dict(trained.net.named_parameters())[weight.removeprefix("net.")],
+        checkpoint["state_dict"][weight],
+    )
+    image = np.random.default_rng(0).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    probs = trained.probabilities(image, tta=True)
+    assert probs.shape == (4, 40, 36) and np.allclose(probs.sum(axis=0), 1, atol=1e-5)
+    with pytest.raises(InputError, match="1 channels, the network expects 3"):
+        trained.prepare(image[..., 0])
+
+
+def test_a_file_that_is_not_a_unet_lab_checkpoint(tmp_path: Path) -> None:
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(InputError, match="not a unet-lab checkpoint"):
+        load_trained(tmp_path / "other.ckpt")
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="cannot read the checkpoint"):
+        load_trained(tmp_path / "broken.ckpt")
+
+
+def test_the_monai_peer_trains_and_loads_like_our_unet(tmp_path: Path) -> None:
+    fast = [o for o in FAST if o not in SMALL_UNET]
+    overrides = ["model=monai_basic_unet", "model.features=[8,8,16,16,32,8]"]
+    summary = train(compose_config(tmp_path, [*fast, *TINY_DATA, *overrides]))
+    assert summary["status"] == "completed" and summary["model"]["class"] == "MonaiBasicUNet"
+    trained = load_trained(tmp_path / "checkpoints" / "last.ckpt")
+    assert type(trained.net).__name__ == "MonaiBasicUNet"
+    image = np.zeros((40, 52, 3), np.uint8)  # sides not multiples of 16
+    assert trained.probabilities(image).shape == (4, 40, 52)
