@@ -61,10 +61,12 @@ TARGET_FILES = [
 
 
 @pytest.mark.parametrize("path", TARGET_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_yaml_lists_every_constructor_argument(path: Path) -> None:
-    """So every argument can be overridden without a `+` and the file documents them all."""
-    node = OmegaConf.load(path)
-    _assert_lists_arguments(node, path.parent.name, f"{path.parent.name}/{path.name}")
+def test_yaml_lists_every_constructor_argument(path: Path, tmp_path: Path) -> None:
+    """So every argument can be overridden without a `+` and the file documents them all
+    (itself or through the option it extends, e.g. attention_unet extends unet)."""
+    group = path.parent.name
+    node = compose_config(tmp_path, [f"{group}={path.stem}"])[group]
+    _assert_lists_arguments(node, group, f"{group}/{path.name}")
 
 
 def test_module_section_lists_every_argument() -> None:

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
+from unet_lab.models.blocks import center_crop
 from unet_lab.validation import check_choice, check_int
 
 
@@ -105,11 +106,14 @@ class ValidationImages(pl.Callback):
             return
         count = min(self.num_images, batch["image"].shape[0])
         labels = dict(enumerate(getattr(pl_module, "class_names", [])))
-        images = [_display_image(batch["image"][i]) for i in range(count)]
+        target = outputs["target"]  # the part of the mask the network predicts
+        images = [
+            _display_image(center_crop(batch["image"][i], target.shape[1:])) for i in range(count)
+        ]
         masks = [
             {
                 "prediction": {"mask_data": _numpy(outputs["preds"][i]), "class_labels": labels},
-                "ground_truth": {"mask_data": _numpy(batch["mask"][i]), "class_labels": labels},
+                "ground_truth": {"mask_data": _numpy(target[i]), "class_labels": labels},
             }
             for i in range(count)
         ]

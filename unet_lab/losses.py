@@ -125,3 +125,22 @@ class DiceCELoss(nn.Module):
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * self.ce(
             logits, target
         )
+
+
+class DeepSupervisionLoss(nn.Module):
+    """``loss`` over a network's outputs ``[main, aux_1, ..., aux_k]`` (all at the target's
+    size), weighted ``1, 1/2, ..., 1/2^k`` and normalized to sum to 1; a single tensor is
+    passed to ``loss`` as it is (evaluation)."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(
+        self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
+    ) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.loss(outputs, target)
+        weights = [0.5**i for i in range(len(outputs))]
+        total = sum(w * self.loss(o, target) for w, o in zip(weights, outputs, strict=True))
+        return total / sum(weights)

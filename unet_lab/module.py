@@ -12,7 +12,9 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from unet_lab.losses import DeepSupervisionLoss
 from unet_lab.metrics import SegmentationScores
+from unet_lab.models.blocks import center_crop
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
@@ -23,7 +25,10 @@ class SegmentationModule(pl.LightningModule):
     """Trains ``net`` with ``loss``; logs loss and :class:`SegmentationScores` per stage.
 
     Args:
-        net: maps images ``(N, C_in, *spatial)`` to logits ``(N, num_classes, *spatial)``.
+        net: maps images ``(N, C_in, *spatial)`` to logits ``(N, num_classes, *spatial')``.
+            Outputs smaller than the input (unpadded networks) are scored against the centre
+            of the target. A net with ``deep_supervision`` > 0 returns a list in training; its
+            loss is then wrapped in :class:`DeepSupervisionLoss`.
         loss: ``loss(logits, target) -> scalar``.
         optimizer: called with the parameters (a Hydra ``_partial_``).
         scheduler: called with the optimizer, plus ``total_steps`` if it accepts that argument;
@@ -48,7 +53,7 @@ class SegmentationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.net = net
-        self.loss = loss
+        self.loss = DeepSupervisionLoss(loss) if getattr(net, "deep_supervision", 0) else loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
@@ -69,10 +74,12 @@ class SegmentationModule(pl.LightningModule):
         return self.net(image)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        logits = self(batch["image"])
-        loss = self.loss(logits, batch["mask"])
+        outputs = self(batch["image"])
+        logits = outputs[0] if isinstance(outputs, list | tuple) else outputs
+        target = center_crop(batch["mask"], logits.shape[2:])
+        loss = self.loss(outputs, target)
         preds = logits.argmax(dim=1)
-        getattr(self, f"{stage}_scores").update(preds, batch["mask"])
+        getattr(self, f"{stage}_scores").update(preds, target)
         self.log(
             f"{stage}/loss",
             loss,
@@ -82,7 +89,7 @@ class SegmentationModule(pl.LightningModule):
             batch_size=batch["image"].shape[0],
             sync_dist=stage != "train",
         )
-        return {"loss": loss, "preds": preds}
+        return {"loss": loss, "preds": preds, "target": target}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         return self._step(batch, "train")

@@ -1,7 +1,9 @@
-"""Building blocks of the U-Net family: convolution blocks, down- and up-sampling steps."""
+"""Building blocks of the U-Net family: convolution blocks (plain or residual), down- and
+up-sampling steps, attention gates, and the size helpers (padding, centre crops) they share."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,16 +20,28 @@ from unet_lab.models.layers import (
 )
 
 UP_MODES = ("transpose", "bilinear", "nearest")
+BLOCKS = ("basic", "residual")
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """What every convolution block of one network shares."""
+    """What every convolution block of one network shares. ``valid``: unpadded 3x3 convolutions
+    (each block then trims 2 pixels from every border, as in the 2015 paper)."""
 
     spatial_dims: int = 2
     norm: str = "batch"
     activation: str = "relu"
     dropout: float = 0.0
+    block: str = "basic"
+    valid: bool = False
+
+
+def _conv_norm(c_in: int, c_out: int, spec: BlockSpec) -> list[nn.Module]:
+    padding = 0 if spec.valid else 1
+    return [
+        conv(spec.spatial_dims)(c_in, c_out, 3, padding=padding, bias=spec.norm == "none"),
+        make_norm(spec.norm, spec.spatial_dims, c_out),
+    ]
 
 
 class ConvBlock(nn.Sequential):
@@ -36,20 +50,52 @@ class ConvBlock(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, spec: BlockSpec) -> None:
         layers: list[nn.Module] = []
         for c_in in (in_channels, out_channels):
-            layers += [
-                conv(spec.spatial_dims)(c_in, out_channels, 3, padding=1, bias=spec.norm == "none"),
-                make_norm(spec.norm, spec.spatial_dims, out_channels),
-                make_activation(spec.activation),
-            ]
+            layers += [*_conv_norm(c_in, out_channels, spec), make_activation(spec.activation)]
         layers.append(dropout(spec.spatial_dims, spec.dropout))
         super().__init__(*layers)
 
 
-class Down(nn.Sequential):
-    """Max-pool by 2, then a :class:`ConvBlock`."""
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with a shortcut (He et al., 2016): ``act(F(x) + shortcut(x))``; the
+    shortcut is a 1x1 convolution when the channel count changes, and is centre-cropped when the
+    convolutions are unpadded."""
 
     def __init__(self, in_channels: int, out_channels: int, spec: BlockSpec) -> None:
-        super().__init__(max_pool(spec.spatial_dims)(2), ConvBlock(in_channels, out_channels, spec))
+        super().__init__()
+        self.residual = nn.Sequential(
+            *_conv_norm(in_channels, out_channels, spec),
+            make_activation(spec.activation),
+            *_conv_norm(out_channels, out_channels, spec),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                conv(spec.spatial_dims)(in_channels, out_channels, 1, bias=False),
+                make_norm(spec.norm, spec.spatial_dims, out_channels),
+            )
+        self.activation = make_activation(spec.activation)
+        self.dropout = dropout(spec.spatial_dims, spec.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.residual(x)
+        shortcut = center_crop(self.shortcut(x), residual.shape[2:])
+        return self.dropout(self.activation(residual + shortcut))
+
+
+def conv_block(in_channels: int, out_channels: int, spec: BlockSpec) -> nn.Module:
+    """The block ``spec.block`` names: ``basic`` (:class:`ConvBlock`) or ``residual``."""
+    if spec.block == "residual":
+        return ResidualBlock(in_channels, out_channels, spec)
+    return ConvBlock(in_channels, out_channels, spec)
+
+
+class Down(nn.Sequential):
+    """Max-pool by 2, then a convolution block."""
+
+    def __init__(self, in_channels: int, out_channels: int, spec: BlockSpec) -> None:
+        super().__init__(
+            max_pool(spec.spatial_dims)(2), conv_block(in_channels, out_channels, spec)
+        )
 
 
 class Upsample(nn.Module):
@@ -77,13 +123,82 @@ class Upsample(nn.Module):
         return F.interpolate(x, scale_factor=2, mode=self.interpolation, align_corners=align)
 
 
-class Up(nn.Module):
-    """Upsample the deeper feature map, concatenate the skip connection, then a ConvBlock."""
+class AttentionGate(nn.Module):
+    """Additive attention gate on a skip connection (Oktay et al., 2018, Attention U-Net): the
+    decoder's up-sampled features ``gate`` weight each skip pixel by
+    ``sigmoid(psi(relu(W_x skip + W_g gate)))`` in [0, 1]."""
 
-    def __init__(self, in_channels: int, out_channels: int, up_mode: str, spec: BlockSpec) -> None:
+    def __init__(self, channels: int, spatial_dims: int) -> None:
+        super().__init__()
+        inner = max(1, channels // 2)
+        self.skip_proj = conv(spatial_dims)(channels, inner, 1, bias=False)
+        self.gate_proj = conv(spatial_dims)(channels, inner, 1)
+        self.psi = conv(spatial_dims)(inner, 1, 1)
+
+    def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        weights = torch.sigmoid(self.psi(F.relu(self.skip_proj(skip) + self.gate_proj(gate))))
+        return skip * weights
+
+
+class Up(nn.Module):
+    """Upsample the deeper feature map, (centre-crop and optionally attention-gate) the skip
+    connection, concatenate, then a convolution block."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        up_mode: str,
+        spec: BlockSpec,
+        attention: bool = False,
+    ) -> None:
         super().__init__()
         self.upsample = Upsample(in_channels, out_channels, up_mode, spec.spatial_dims)
-        self.block = ConvBlock(2 * out_channels, out_channels, spec)
+        self.gate = AttentionGate(out_channels, spec.spatial_dims) if attention else None
+        self.block = conv_block(2 * out_channels, out_channels, spec)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.block(torch.cat([skip, self.upsample(x)], dim=1))
+        x = self.upsample(x)
+        skip = center_crop(skip, x.shape[2:])
+        if self.gate is not None:
+            skip = self.gate(skip, x)
+        return self.block(torch.cat([skip, x], dim=1))
+
+
+def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The centre ``size`` of the trailing spatial axes of ``x`` (unchanged if it fits)."""
+    first = x.ndim - len(size)
+    for axis, want in enumerate(size, start=first):
+        x = x.narrow(axis, max(0, (x.shape[axis] - want) // 2), min(want, x.shape[axis]))
+    return x
+
+
+def crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The first ``size`` entries of the trailing spatial axes (undoes :func:`pad_to_multiple`
+    and the high-end padding of :func:`mirror_pad`)."""
+    first = x.ndim - len(size)
+    for axis, want in enumerate(size, start=first):
+        x = x.narrow(axis, 0, min(want, x.shape[axis]))
+    return x
+
+
+def mirror_pad(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """``F.pad`` by mirroring (``pad`` in F.pad's order: last axis low, high, then the one
+    before...); pads wider than the image mirror repeatedly, as the paper's overlap-tile does."""
+    remaining = list(pad)
+    while any(remaining):
+        sizes = list(reversed(x.shape[2:]))  # matches F.pad's last-axis-first order
+        step = [min(p, sizes[i // 2] - 1) for i, p in enumerate(remaining)]
+        if not any(step):  # a side of one pixel cannot be mirrored: repeat it
+            return F.pad(x, remaining, mode="replicate")
+        x = F.pad(x, step, mode="reflect")
+        remaining = [p - s for p, s in zip(remaining, step, strict=True)]
+    return x
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Mirror-pads the high end of every spatial axis up to a multiple of ``multiple``."""
+    extra = [-s % multiple for s in x.shape[2:]]
+    if not any(extra):
+        return x
+    return mirror_pad(x, [p for e in reversed(extra) for p in (0, e)])
