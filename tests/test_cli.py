@@ -92,11 +92,8 @@ def test_multirun_gives_one_folder_per_job(tmp_path: Path) -> None:
 
 def test_a_sweep_over_model_variants(tmp_path: Path) -> None:
     models = ["unet", "unet_plusplus", "attention_unet"]
-    run_cli(
-        ["-m", f"model={','.join(models)}", "model.depth=2", "model.width=4", "debug=fast"]
-        + ["logger=csv", "trainer.max_epochs=1", *TINY_DATA],
-        cwd=tmp_path,
-    )
+    sweep = ["-m", f"model={','.join(models)}", "model.depth=2", "model.width=4"]
+    run_cli([*sweep, "debug=fast", "logger=csv", "trainer.max_epochs=1", *TINY_DATA], cwd=tmp_path)
     jobs = sorted(tmp_path.glob("multirun/*/*/*_*"), key=lambda j: int(j.name.split("_")[0]))
     assert [j.name.split("model=")[1].split(",")[0] for j in jobs] == models
     for job, target in zip(jobs, ["UNet", "UNetPlusPlus", "UNet"], strict=True):
