@@ -8,9 +8,9 @@ import torch
 from conftest import FAST, SMALL_UNET, TINY_DATA, compose_config
 from torch import nn
 
-from unet_lab.errors import InputError
+from unet_lab.errors import ConfigError, InputError
 from unet_lab.inference import load_trained, probabilities
-from unet_lab.train import train
+from unet_lab.train import build, train
 
 
 def _symmetries(x: torch.Tensor) -> list[torch.Tensor]:
@@ -74,3 +74,18 @@ def test_the_monai_peer_trains_and_loads_like_our_unet(tmp_path: Path) -> None:
     assert type(trained.net).__name__ == "MonaiBasicUNet"
     image = np.zeros((40, 52, 3), np.uint8)  # sides not multiples of 16
     assert trained.probabilities(image).shape == (4, 40, 52)
+
+
+def test_a_single_output_binary_network_trains_scores_and_predicts(tmp_path: Path) -> None:
+    overrides = [*FAST, *TINY_DATA, "loss=bce", "data.num_classes=2"]
+    summary = train(compose_config(tmp_path, overrides))
+    assert summary["status"] == "completed" and "dice_shape" in summary["val"]
+    trained = load_trained(tmp_path / "checkpoints" / "last.ckpt")
+    assert trained.net.num_classes == 1 and trained.class_names == ["background", "shape"]
+    probs = trained.probabilities(np.zeros((32, 32, 3), np.uint8))
+    assert probs.shape == (2, 32, 32) and np.allclose(probs.sum(axis=0), 1)
+
+
+def test_a_single_output_loss_refuses_data_with_more_classes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="loss=bce is for binary data"):
+        build(compose_config(tmp_path, [*FAST, *TINY_DATA, "loss=bce"]))

@@ -2,10 +2,20 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from unet_lab.losses import CrossEntropyLoss, DiceCELoss, DiceLoss
+from unet_lab.losses import (
+    BinaryCrossEntropyLoss,
+    BorderWeightedCrossEntropyLoss,
+    CrossEntropyLoss,
+    DiceCELoss,
+    DiceLoss,
+    FocalLoss,
+    TverskyLoss,
+    border_weight_map,
+)
 
 # Two pixels, two classes: pixel A has logits (2, 0) and is class 0; pixel B (0, 1), class 1.
 LOGITS = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (N=1, C=2, H=1, W=2)
@@ -70,7 +80,17 @@ def test_per_image_dice_is_the_mean_over_images() -> None:
 
 
 @pytest.mark.parametrize("num_classes", [2, 4])
-@pytest.mark.parametrize("make_loss", [CrossEntropyLoss, DiceLoss, DiceCELoss])
+@pytest.mark.parametrize(
+    "make_loss",
+    [
+        CrossEntropyLoss,
+        DiceLoss,
+        DiceCELoss,
+        FocalLoss,
+        TverskyLoss,
+        BorderWeightedCrossEntropyLoss,
+    ],
+)
 def test_perfect_prediction_costs_nothing(make_loss, num_classes: int) -> None:
     target = torch.randint(0, num_classes, (2, 16, 16))
     logits = 50.0 * torch.nn.functional.one_hot(target, num_classes).movedim(-1, 1).float()
@@ -78,7 +98,17 @@ def test_perfect_prediction_costs_nothing(make_loss, num_classes: int) -> None:
 
 
 @pytest.mark.parametrize("num_classes", [2, 4])
-@pytest.mark.parametrize("make_loss", [CrossEntropyLoss, DiceLoss, DiceCELoss])
+@pytest.mark.parametrize(
+    "make_loss",
+    [
+        CrossEntropyLoss,
+        DiceLoss,
+        DiceCELoss,
+        FocalLoss,
+        TverskyLoss,
+        BorderWeightedCrossEntropyLoss,
+    ],
+)
 def test_ignored_pixels_change_nothing(make_loss, num_classes: int) -> None:
     torch.manual_seed(1)
     loss = make_loss(ignore_index=255)
@@ -94,7 +124,8 @@ def test_ignored_pixels_change_nothing(make_loss, num_classes: int) -> None:
     )
     assert loss(scrambled, target).item() == pytest.approx(reference.item(), rel=1e-6)
 
-    if make_loss is not DiceLoss or loss.batch_dice:
+    # (The border weights depend on where objects are, so they are not pooled this way.)
+    if make_loss is not BorderWeightedCrossEntropyLoss:
         # Same value as the loss over the valid pixels alone (pooled as one image).
         valid = ~ignored
         only_valid_logits = logits.movedim(1, -1)[valid].T.reshape(1, num_classes, -1, 1)
@@ -103,12 +134,23 @@ def test_ignored_pixels_change_nothing(make_loss, num_classes: int) -> None:
         assert reference.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("make_loss", [CrossEntropyLoss, DiceLoss, DiceCELoss])
+@pytest.mark.parametrize(
+    "make_loss",
+    [
+        CrossEntropyLoss,
+        DiceLoss,
+        DiceCELoss,
+        FocalLoss,
+        TverskyLoss,
+        BorderWeightedCrossEntropyLoss,
+    ],
+)
 def test_float64_logits_stay_float64(make_loss) -> None:
     """trainer.precision=64-true, for debugging, keeps its precision in the loss."""
     logits = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     target = torch.randint(0, 3, (2, 8, 8))
-    kwargs = {} if make_loss is DiceLoss else {"class_weights": [1.0, 2.0, 3.0]}
+    takes_weights = make_loss not in (DiceLoss, TverskyLoss)
+    kwargs = {"class_weights": [1.0, 2.0, 3.0]} if takes_weights else {}
     assert make_loss(**kwargs)(logits, target).dtype == torch.float64
 
 
@@ -119,3 +161,84 @@ def test_losses_compute_in_float32_under_bf16() -> None:
     assert loss.dtype == torch.float32
     loss.backward()
     assert logits.grad is not None
+
+
+def test_focal_by_hand() -> None:
+    gamma = 2.0
+    expected = (
+        -((1 - P_A0) ** gamma) * math.log(P_A0) - ((1 - P_B1) ** gamma) * math.log(P_B1)
+    ) / 2
+    assert FocalLoss(gamma)(LOGITS, TARGET).item() == pytest.approx(expected, rel=1e-6)
+    weighted = (
+        -0.25 * (1 - P_A0) ** gamma * math.log(P_A0) - 0.75 * (1 - P_B1) ** gamma * math.log(P_B1)
+    ) / 2
+    loss = FocalLoss(gamma, class_weights=[0.25, 0.75])(LOGITS, TARGET)
+    assert loss.item() == pytest.approx(weighted, rel=1e-6)
+
+
+def test_focal_with_gamma_0_is_cross_entropy() -> None:
+    logits, target = torch.randn(2, 3, 6, 6), torch.randint(0, 3, (2, 6, 6))
+    assert FocalLoss(0.0)(logits, target).item() == pytest.approx(
+        CrossEntropyLoss()(logits, target).item(), rel=1e-6
+    )
+
+
+def test_tversky_by_hand() -> None:
+    # Foreground (class 1): TP = P(B is 1) = P_B1, FP = P(A is 1) = 1 - P_A0, FN = 1 - P_B1.
+    alpha, beta = 0.3, 0.7
+    tp, fp, fn = P_B1, 1 - P_A0, 1 - P_B1
+    expected = 1 - tp / (tp + alpha * fp + beta * fn)
+    loss = TverskyLoss(alpha, beta, smooth=0.0)(LOGITS, TARGET)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_tversky_with_equal_halves_is_dice() -> None:
+    logits, target = torch.randn(2, 3, 6, 6), torch.randint(0, 3, (2, 6, 6))
+    tversky = TverskyLoss(0.5, 0.5, include_background=True, batch_dice=False)
+    dice = DiceLoss(include_background=True, batch_dice=False)
+    assert tversky(logits, target).item() == pytest.approx(dice(logits, target).item(), rel=1e-6)
+
+
+def test_binary_cross_entropy_by_hand_on_one_output_channel() -> None:
+    logits = torch.tensor([[[[2.0, -1.0, 0.5]]]])  # (N=1, C=1, H=1, W=3)
+    target = torch.tensor([[[1, 0, 255]]])
+    sigmoid = [1 / (1 + math.exp(-x)) for x in (2.0, -1.0)]
+    expected = (-math.log(sigmoid[0]) - math.log(1 - sigmoid[1])) / 2  # pixel 3 ignored
+    loss = BinaryCrossEntropyLoss(ignore_index=255)(logits, target)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    weighted = (-3 * math.log(sigmoid[0]) - math.log(1 - sigmoid[1])) / 2
+    loss = BinaryCrossEntropyLoss(pos_weight=3.0, ignore_index=255)(logits, target)
+    assert loss.item() == pytest.approx(weighted, rel=1e-6)
+    with pytest.raises(ValueError, match="1 output channel"):
+        BinaryCrossEntropyLoss()(LOGITS, TARGET)
+
+
+def test_border_weight_map_by_hand() -> None:
+    """Two objects with a 2-pixel gap: a gap pixel is 1 px from one object and 2 px from the
+    other; far from both, only the class weight is left."""
+    target = np.zeros((5, 12), np.int64)
+    target[:, 2:5] = 1
+    target[:, 7:10] = 1
+    weights = border_weight_map(target, w0=10, sigma=5, class_weights=[1.0, 2.0])
+    assert weights[2, 5] == pytest.approx(1 + 10 * math.exp(-((1 + 2) ** 2) / 50))
+    assert weights[2, 3] == 2.0  # inside an object: its class weight only
+    assert weights[2, 0] == pytest.approx(1 + 10 * math.exp(-((2 + 7) ** 2) / 50))
+    single = np.zeros((5, 5), np.int64)
+    single[1:3, 1:3] = 1  # one object: no border term
+    assert border_weight_map(single, class_weights=[1.0, 1.0]).max() == 1.0
+    balanced = border_weight_map(single)  # 21 background and 4 foreground pixels
+    assert balanced[0, 0] == pytest.approx(25 / (2 * 21))
+    assert balanced[1, 1] == pytest.approx(25 / (2 * 4))
+
+
+def test_border_weighted_loss_is_the_weighted_mean_of_cross_entropy() -> None:
+    torch.manual_seed(0)
+    target = torch.zeros(1, 6, 12, dtype=torch.long)
+    target[:, :, 2:5] = 1
+    target[:, :, 7:10] = 1
+    logits = torch.randn(1, 2, 6, 12)
+    weights = torch.from_numpy(border_weight_map(target[0].numpy())).float()
+    pixel_ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")[0]
+    expected = (pixel_ce * weights).sum() / weights.sum()
+    loss = BorderWeightedCrossEntropyLoss()(logits, target)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

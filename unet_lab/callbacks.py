@@ -71,6 +71,8 @@ class ConfigInCheckpoint(pl.Callback):
         if datamodule is not None:
             checkpoint[self.DATA_KEY] = {
                 "in_channels": int(datamodule.in_channels),
+                "out_channels": int(getattr(pl_module.net, "num_classes", 0))
+                or len(datamodule.class_names),
                 "class_names": list(datamodule.class_names),
                 "normalization": datamodule.normalizer.state_dict(),
             }

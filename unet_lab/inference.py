@@ -29,15 +29,24 @@ def probabilities(net: nn.Module, images: torch.Tensor, tta: bool = False) -> to
     """
     with torch.inference_mode():
         if not tta:
-            return net(images).float().softmax(dim=1)
+            return _softmax(net(images))
         total = torch.zeros(())
         for mirror in (False, True):
             mirrored = images.flip(-1) if mirror else images
             for turns in range(4):
-                output = net(torch.rot90(mirrored, turns, dims=(-2, -1))).float().softmax(dim=1)
+                output = _softmax(net(torch.rot90(mirrored, turns, dims=(-2, -1))))
                 output = torch.rot90(output, -turns, dims=(-2, -1))
                 total = total + (output.flip(-1) if mirror else output)
         return total / 8
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities; a single foreground logit gives (background, foreground)."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        foreground = torch.sigmoid(logits)
+        return torch.cat([1 - foreground, foreground], dim=1)
+    return logits.softmax(dim=1)
 
 
 @dataclass
@@ -83,7 +92,7 @@ def load_trained(checkpoint: str | Path) -> TrainedNetwork:
         OmegaConf.create(config["model"]),
         "model",
         in_channels=data["in_channels"],
-        num_classes=len(data["class_names"]),
+        num_classes=data.get("out_channels", len(data["class_names"])),
     )
     weights = {
         key.removeprefix("net."): value

@@ -2,13 +2,17 @@
 
 All losses compute in at least float32 (also under autocast) and treat ``ignore_index`` pixels
 the same way: they contribute nothing, neither to the numerator nor to the normalization.
+:class:`BinaryCrossEntropyLoss` is the one for networks with a single output channel
+(``out_channels = 1``); the others take one logit per class.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
@@ -84,21 +88,96 @@ class DiceLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        num_classes = logits.shape[1]
-        probs = _full_precision(logits).softmax(dim=1)
+        tp, fp, fn = _soft_counts(logits, target, self.ignore_index, self.batch_dice)
+        dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth).clamp_min(1e-12)
+        return 1 - _class_mean(dice, self.include_background)
+
+
+def _soft_counts(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None, pooled: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft true positives, false positives and false negatives per class, from softmax
+    probabilities, over the batch (``pooled``) or per image: shapes ``(C,)`` or ``(N, C)``."""
+    num_classes = logits.shape[1]
+    probs = _full_precision(logits).softmax(dim=1)
+    valid = _valid_mask(target, ignore_index)
+    labels = target.long() if valid is None else target.long().where(valid, 0)
+    one_hot = F.one_hot(labels, num_classes).movedim(-1, 1).to(probs.dtype)
+    if valid is not None:
+        keep = valid.unsqueeze(1).to(probs.dtype)
+        probs, one_hot = probs * keep, one_hot * keep
+    dims = [0, *range(2, probs.ndim)] if pooled else list(range(2, probs.ndim))
+    tp = (probs * one_hot).sum(dims)
+    return tp, probs.sum(dims) - tp, one_hot.sum(dims) - tp
+
+
+def _class_mean(scores: torch.Tensor, include_background: bool) -> torch.Tensor:
+    """Mean over classes (the last axis), without class 0 unless ``include_background``."""
+    if not include_background and scores.shape[-1] > 1:
+        scores = scores[..., 1:]
+    return scores.mean()
+
+
+class TverskyLoss(nn.Module):
+    """Tversky loss (Salehi et al., 2017): ``1 - mean_c (TP + s) / (TP + a FP + b FN + s)`` on
+    softmax probabilities; ``alpha = beta = 0.5`` is the Dice loss, ``beta > alpha`` weighs
+    missed foreground more than false alarms (small structures). Other arguments as
+    :class:`DiceLoss`."""
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        include_background: bool = False,
+        batch_dice: bool = True,
+        smooth: float = 1e-5,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.alpha = check_float("alpha", alpha, 0.0)
+        self.beta = check_float("beta", beta, 0.0)
+        check_float("smooth", smooth, 0.0)
+        self.include_background = include_background
+        self.batch_dice = batch_dice
+        self.smooth = smooth
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        tp, fp, fn = _soft_counts(logits, target, self.ignore_index, self.batch_dice)
+        denominator = (tp + self.alpha * fp + self.beta * fn + self.smooth).clamp_min(1e-12)
+        return 1 - _class_mean((tp + self.smooth) / denominator, self.include_background)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al., 2017): ``-w_t (1 - p_t)^gamma log p_t`` per pixel, averaged over
+    the pixels that are not ignored; ``gamma = 0`` is cross-entropy. ``class_weights`` are the
+    per-class ``w`` (the paper's alpha)."""
+
+    class_weights: torch.Tensor | None
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        class_weights: Sequence[float] | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.gamma = check_float("gamma", gamma, 0.0)
+        weights = None if class_weights is None else torch.tensor(list(class_weights))
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_probs = _full_precision(logits).log_softmax(dim=1)
         valid = _valid_mask(target, self.ignore_index)
         labels = target.long() if valid is None else target.long().where(valid, 0)
-        one_hot = F.one_hot(labels, num_classes).movedim(-1, 1).to(probs.dtype)
-        if valid is not None:
-            keep = valid.unsqueeze(1).to(probs.dtype)
-            probs, one_hot = probs * keep, one_hot * keep
-        dims = [0, *range(2, probs.ndim)] if self.batch_dice else list(range(2, probs.ndim))
-        intersection = (probs * one_hot).sum(dims)
-        total = probs.sum(dims) + one_hot.sum(dims)
-        dice = (2 * intersection + self.smooth) / (total + self.smooth).clamp_min(1e-12)
-        if not self.include_background and num_classes > 1:
-            dice = dice[..., 1:]
-        return 1 - dice.mean()
+        log_p = log_probs.gather(1, labels.unsqueeze(1)).squeeze(1)
+        loss = -((1 - log_p.exp()) ** self.gamma) * log_p
+        if self.class_weights is not None:
+            loss = loss * self.class_weights.to(loss.dtype)[labels]
+        if valid is None:
+            return loss.mean()
+        return (loss * valid).sum() / valid.sum().clamp_min(1)
 
 
 class DiceCELoss(nn.Module):
@@ -125,6 +204,106 @@ class DiceCELoss(nn.Module):
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * self.ce(
             logits, target
         )
+
+
+class BinaryCrossEntropyLoss(nn.Module):
+    """Binary cross-entropy for networks with one output channel (the foreground logit):
+    ``loss=bce`` makes the network single-output; targets are 0 or 1. ``pos_weight``
+    multiplies the foreground term (e.g. background/foreground pixel ratio)."""
+
+    out_channels = 1
+
+    def __init__(
+        self,
+        pos_weight: float | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if pos_weight is not None:
+            check_float("pos_weight", pos_weight, 0.0)
+        self.pos_weight = pos_weight
+        self.ignore_index = ignore_index
+        self.label_smoothing = check_float("label_smoothing", label_smoothing, 0.0, 1.0)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = _full_precision(logits)
+        if logits.shape[1] != 1:
+            raise ValueError(f"binary cross-entropy needs 1 output channel, got {logits.shape[1]}")
+        valid = _valid_mask(target, self.ignore_index)
+        labels = (target if valid is None else target.where(valid, 0)).to(logits.dtype)
+        labels = labels * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        pos_weight = None if self.pos_weight is None else logits.new_tensor(self.pos_weight)
+        loss = F.binary_cross_entropy_with_logits(
+            logits[:, 0], labels, pos_weight=pos_weight, reduction="none"
+        )
+        if valid is None:
+            return loss.mean()
+        return (loss * valid).sum() / valid.sum().clamp_min(1)
+
+
+def border_weight_map(
+    target: np.ndarray,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    class_weights: Sequence[float] | None = None,
+    ignore_index: int | None = None,
+) -> np.ndarray:
+    """The U-Net paper's weight map for one label image: ``w = w_c + w0 exp(-(d1 + d2)^2 /
+    (2 sigma^2))``, where ``d1`` and ``d2`` are the distances to the nearest and second-nearest
+    object (a 4-connected region of foreground pixels, class > 0), added on background pixels,
+    so that thin gaps between touching objects weigh most. ``w_c``: ``class_weights`` of each
+    pixel's class, or, without them, the image's inverse class frequencies (normalized so that
+    a class-balanced image has weight 1 everywhere). Ignored pixels get weight 0."""
+    valid = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
+    labels = np.where(valid, target, 0).astype(np.int64)
+    if class_weights is not None:
+        weights = np.asarray(class_weights, np.float64)[labels]
+    else:
+        classes, counts = np.unique(labels[valid], return_counts=True)
+        per_class = np.zeros(int(labels.max()) + 1)
+        per_class[classes] = valid.sum() / (len(classes) * counts)
+        weights = per_class[labels]
+    objects, count = ndimage.label((labels > 0) & valid)
+    if count >= 2:
+        distances = np.stack(
+            [ndimage.distance_transform_edt(objects != k) for k in range(1, count + 1)]
+        )
+        nearest = np.partition(distances, 1, axis=0)[:2]
+        border = w0 * np.exp(-((nearest[0] + nearest[1]) ** 2) / (2 * sigma**2))
+        weights = weights + np.where(labels == 0, border, 0.0)
+    return np.where(valid, weights, 0.0)
+
+
+class BorderWeightedCrossEntropyLoss(nn.Module):
+    """The U-Net paper's loss: cross-entropy weighted per pixel by :func:`border_weight_map`
+    (``w0 = 10``, ``sigma = 5`` px), normalized by the total weight. The maps are computed from
+    each target on the CPU (one distance transform per object)."""
+
+    def __init__(
+        self,
+        w0: float = 10.0,
+        sigma: float = 5.0,
+        class_weights: Sequence[float] | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.w0 = check_float("w0", w0, 0.0)
+        self.sigma = check_float("sigma", sigma, 1e-6)
+        self.class_weights = None if class_weights is None else list(class_weights)
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = _full_precision(logits)
+        maps = [
+            border_weight_map(t, self.w0, self.sigma, self.class_weights, self.ignore_index)
+            for t in target.detach().cpu().numpy()
+        ]
+        weights = torch.from_numpy(np.stack(maps)).to(logits.device, logits.dtype)
+        valid = _valid_mask(target, self.ignore_index)
+        labels = target.long() if valid is None else target.long().where(valid, 0)
+        loss = F.cross_entropy(logits, labels, reduction="none")
+        return (loss * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 class DeepSupervisionLoss(nn.Module):

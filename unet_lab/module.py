@@ -57,7 +57,8 @@ class SegmentationModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
-        num_classes = int(getattr(net, "num_classes", len(class_names or [])))
+        # A single-output net (binary cross-entropy) still has two classes.
+        num_classes = len(class_names or []) or max(2, int(getattr(net, "num_classes", 2)))
         self.class_names = list(class_names or [f"class{i}" for i in range(num_classes)])
         self.train_scores, self.val_scores, self.test_scores = (
             SegmentationScores(num_classes, self.class_names, ignore_index, include_background)
@@ -78,7 +79,7 @@ class SegmentationModule(pl.LightningModule):
         logits = outputs[0] if isinstance(outputs, list | tuple) else outputs
         target = center_crop(batch["mask"], logits.shape[2:])
         loss = self.loss(outputs, target)
-        preds = logits.argmax(dim=1)
+        preds = predicted_labels(logits)
         getattr(self, f"{stage}_scores").update(preds, target)
         self.log(
             f"{stage}/loss",
@@ -128,6 +129,13 @@ class SegmentationModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Class per pixel: the argmax, or for one output channel (a foreground logit) logit > 0."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
 
 
 def _channels_last(ndim: int) -> torch.memory_format:

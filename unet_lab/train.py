@@ -26,7 +26,7 @@ from pytorch_lightning.loggers import WandbLogger
 from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
-from unet_lab.errors import InputError, input_errors_exit
+from unet_lab.errors import ConfigError, InputError, input_errors_exit
 from unet_lab.module import SegmentationModule
 from unet_lab.precision import resolve_precision
 from unet_lab.runs import discard_unstarted, resume_arguments, write_summary
@@ -64,19 +64,22 @@ def build(cfg: DictConfig) -> Experiment:
         for split in ("train", "eval")
     }
     datamodule = instantiate(cfg.data, "data", **transforms)
-    # The data decides the input channels and the classes; the model config does not repeat them.
+    loss = instantiate(cfg.loss, "loss")
+    # The data decides the input channels and the classes; the model config does not repeat
+    # them. A single-output loss (binary cross-entropy) makes a single-output network.
+    num_classes = len(datamodule.class_names)
+    out_channels = getattr(loss, "out_channels", num_classes)
+    if out_channels == 1 and num_classes != 2:
+        raise ConfigError(f"loss=bce is for binary data, but the data has {num_classes} classes")
     net = instantiate(
-        cfg.model,
-        "model",
-        in_channels=datamodule.in_channels,
-        num_classes=len(datamodule.class_names),
+        cfg.model, "model", in_channels=datamodule.in_channels, num_classes=out_channels
     )
     scheduler_cfg = optional(cfg.get("scheduler"))
     module = instantiate(
         cfg.module,
         "module",
         net=net,
-        loss=instantiate(cfg.loss, "loss"),
+        loss=loss,
         optimizer=instantiate(cfg.optimizer, "optimizer"),
         scheduler=instantiate(scheduler_cfg, "scheduler") if scheduler_cfg else None,
         class_names=datamodule.class_names,
