@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import compose_config
+from conftest import FAST, TINY_DATA, compose_config
 
 from unet_lab.callbacks import ConfigInCheckpoint
 from unet_lab.train import build, train
@@ -52,3 +52,11 @@ def test_short_training_learns_well_above_chance(tmp_path: Path) -> None:
     config = checkpoint[ConfigInCheckpoint.KEY]
     assert config["model"]["depth"] == 3 and config["data"]["num_classes"] == 2
     assert checkpoint["epoch"] == summary["best_epoch"]
+
+
+def test_surface_distances_and_rand_error_are_logged(tmp_path: Path) -> None:
+    overrides = [*FAST, *TINY_DATA, "data.num_classes=2", "module.boundary_class=1"]
+    summary = train(compose_config(tmp_path, overrides))
+    assert {"hd95", "asd", "hd95_shape", "asd_shape", "rand_error"} <= set(summary["test"])
+    assert all(0 <= summary["test"][k] < 100 for k in ("hd95", "asd"))  # pixels, 32 px images
+    assert 0.0 <= summary["val"]["rand_error"] <= 1.0

@@ -11,10 +11,13 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MeanMetric
 
 from unet_lab.losses import DeepSupervisionLoss
 from unet_lab.metrics import SegmentationScores
 from unet_lab.models.blocks import center_crop
+from unet_lab.region_scores import boundary_rand_error
+from unet_lab.surface_metrics import SurfaceDistances
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
@@ -35,7 +38,12 @@ class SegmentationModule(pl.LightningModule):
             stepped every optimizer step. ``None`` keeps the learning rate constant.
         class_names: one per output channel; names the per-class scores (``val/dice_<name>``).
         ignore_index: target value left out of the scores (the loss has its own setting).
-        include_background: count class 0 in the mean Dice/IoU.
+        include_background: count class 0 in the mean Dice/IoU (and surface distances).
+        surface_distances: log HD95 and average surface distance at test time
+            (:class:`SurfaceDistances`; CPU, image by image).
+        boundary_class: for boundary maps (EM membranes): the class whose pixels separate
+            regions; logs the Rand error of those regions (``val/rand_error``,
+            ``test/rand_error``, mean over images; ``unet_lab.region_scores``).
         channels_last: keep weights and images in channels-last memory format (faster
             convolutions on CPUs and tensor-core GPUs, above all with bf16).
     """
@@ -49,6 +57,8 @@ class SegmentationModule(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         ignore_index: int | None = None,
         include_background: bool = False,
+        surface_distances: bool = True,
+        boundary_class: int | None = None,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -64,6 +74,14 @@ class SegmentationModule(pl.LightningModule):
             SegmentationScores(num_classes, self.class_names, ignore_index, include_background)
             for _ in STAGES
         )
+        self.test_surface = (
+            SurfaceDistances(num_classes, self.class_names, ignore_index, include_background)
+            if surface_distances
+            else None
+        )
+        self.ignore_index = ignore_index
+        self.boundary_class = boundary_class
+        self.val_rand_error, self.test_rand_error = MeanMetric(), MeanMetric()
         if channels_last:
             spatial_dims = int(getattr(net, "spatial_dims", 2))
             memory_format = _channels_last(spatial_dims + 2)
@@ -81,6 +99,14 @@ class SegmentationModule(pl.LightningModule):
         loss = self.loss(outputs, target)
         preds = predicted_labels(logits)
         getattr(self, f"{stage}_scores").update(preds, target)
+        if stage == "test" and self.test_surface is not None:
+            self.test_surface.update(preds, target)
+        if stage != "train" and self.boundary_class is not None:
+            rand_error: MeanMetric = getattr(self, f"{stage}_rand_error")
+            for predicted, truth in zip(preds.cpu().numpy(), target.cpu().numpy(), strict=True):
+                rand_error.update(
+                    boundary_rand_error(predicted, truth, self.boundary_class, self.ignore_index)
+                )
         self.log(
             f"{stage}/loss",
             loss,
@@ -104,6 +130,13 @@ class SegmentationModule(pl.LightningModule):
     def _log_scores(self, stage: str) -> None:
         scores: SegmentationScores = getattr(self, f"{stage}_scores")
         values = {f"{stage}/{k}": v for k, v in scores.compute().items()}  # over all ranks
+        if stage == "test" and self.test_surface is not None:
+            values.update({f"test/{k}": v for k, v in self.test_surface.compute().items()})
+            self.test_surface.reset()
+        if stage != "train" and self.boundary_class is not None:
+            rand_error: MeanMetric = getattr(self, f"{stage}_rand_error")
+            values[f"{stage}/rand_error"] = rand_error.compute()
+            rand_error.reset()
         self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
         self.log_dict(values)
         scores.reset()

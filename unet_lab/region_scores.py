@@ -66,6 +66,20 @@ def rand_scores(true_regions: np.ndarray, predicted_regions: np.ndarray) -> Rand
     return RandScores(float(f_score), float(precision), float(recall))
 
 
+def boundary_rand_error(
+    predicted_labels: np.ndarray,
+    true_labels: np.ndarray,
+    boundary_class: int,
+    ignore_index: int | None = None,
+) -> float:
+    """Rand error of the regions that class ``boundary_class`` separates, in a predicted and a
+    true label map (pixels of ``ignore_index`` are left out, like true boundary pixels)."""
+    true_regions = regions(true_labels == boundary_class)
+    if ignore_index is not None:
+        true_regions[true_labels == ignore_index] = 0
+    return rand_scores(true_regions, regions(predicted_labels == boundary_class)).error
+
+
 @dataclass(frozen=True)
 class BoundaryScores:
     """The best mean Rand error and pixel error over thresholds, and the thresholds giving them
