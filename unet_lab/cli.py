@@ -13,6 +13,8 @@ commands:
               e.g. unet-lab check-data data=folder data.root=DIR data.num_classes=3
   show-aug    write a PNG grid of training images and masks as an augmentation changes them;
               e.g. unet-lab show-aug augmentation=heavy --output heavy.png
+  plan        parameters, FLOPs and memory of a model on the data it would train on;
+              e.g. unet-lab plan model=unet_plusplus model.depth=5
 """
 
 
@@ -38,6 +40,11 @@ def main() -> None:
         from unet_lab.show_aug import main as show_aug_main
 
         show_aug_main(args)
+        return
+    if command == "plan":
+        from unet_lab.plan import main as plan_main
+
+        plan_main(args)
         return
     print(f"unet-lab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     raise SystemExit(2)

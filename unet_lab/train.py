@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from torch import nn
 
 from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
@@ -65,15 +66,7 @@ def build(cfg: DictConfig) -> Experiment:
     }
     datamodule = instantiate(cfg.data, "data", **transforms)
     loss = instantiate(cfg.loss, "loss")
-    # The data decides the input channels and the classes; the model config does not repeat
-    # them. A single-output loss (binary cross-entropy) makes a single-output network.
-    num_classes = len(datamodule.class_names)
-    out_channels = getattr(loss, "out_channels", num_classes)
-    if out_channels == 1 and num_classes != 2:
-        raise ConfigError(f"loss=bce is for binary data, but the data has {num_classes} classes")
-    net = instantiate(
-        cfg.model, "model", in_channels=datamodule.in_channels, num_classes=out_channels
-    )
+    net = build_network(cfg.model, datamodule, loss)
     scheduler_cfg = optional(cfg.get("scheduler"))
     module = instantiate(
         cfg.module,
@@ -100,6 +93,19 @@ def build(cfg: DictConfig) -> Experiment:
         precision=precision,
     )
     return Experiment(datamodule, module, trainer, best_metrics, resolved)
+
+
+def build_network(model_cfg: DictConfig, datamodule: InMemoryDataModule, loss: Any) -> nn.Module:
+    """The network of ``model_cfg`` for this data: the data decides the input channels and the
+    classes (the model config does not repeat them); a single-output loss (binary
+    cross-entropy) makes a single-output network."""
+    num_classes = len(datamodule.class_names)
+    out_channels = getattr(loss, "out_channels", num_classes)
+    if out_channels == 1 and num_classes != 2:
+        raise ConfigError(f"loss=bce is for binary data, but the data has {num_classes} classes")
+    return instantiate(
+        model_cfg, "model", in_channels=datamodule.in_channels, num_classes=out_channels
+    )
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
