@@ -242,3 +242,12 @@ def test_border_weighted_loss_is_the_weighted_mean_of_cross_entropy() -> None:
     expected = (pixel_ce * weights).sum() / weights.sum()
     loss = BorderWeightedCrossEntropyLoss()(logits, target)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_binary_cross_entropy_keeps_float64_and_computes_bf16_in_float32() -> None:
+    target = torch.randint(0, 2, (2, 8, 8))
+    assert BinaryCrossEntropyLoss()(torch.randn(2, 1, 8, 8, dtype=torch.float64), target).dtype == (
+        torch.float64
+    )
+    logits = torch.randn(2, 1, 8, 8, dtype=torch.bfloat16)
+    assert BinaryCrossEntropyLoss()(logits, target).dtype == torch.float32
