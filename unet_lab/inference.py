@@ -41,8 +41,9 @@ def probabilities(net: nn.Module, images: torch.Tensor, tta: bool = False) -> to
 
 
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities; a single foreground logit gives (background, foreground)."""
-    logits = logits.float()
+    """Class probabilities (float32, or float64 for float64 logits); a single foreground logit
+    gives (background, foreground)."""
+    logits = logits if logits.dtype == torch.float64 else logits.float()
     if logits.shape[1] == 1:
         foreground = torch.sigmoid(logits)
         return torch.cat([1 - foreground, foreground], dim=1)

@@ -91,6 +91,11 @@ class UNetPaper(nn.Module):
         )
         self.head = conv(spatial_dims)(c[0], num_classes, 1)
 
+    @property
+    def size_multiple(self) -> int:
+        """Pooling grid: tiles of a larger image must start on multiples of this."""
+        return 2**self.depth
+
     def check_size(self, size: int) -> None:
         """Raises an :class:`InputError` listing the nearest valid sizes for an invalid one."""
         if output_size(size, self.depth) is not None:

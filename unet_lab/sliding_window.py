@@ -1,0 +1,127 @@
+"""Prediction on images of any size, tile by tile (the U-Net paper's overlap-tile strategy).
+
+The image is cut into tiles of ``tile_size`` that overlap by ``overlap``; tiles go through the
+network in batches of ``batch_size``, so the network's memory is bounded by the tile batch,
+whatever the image size (the accumulated output is image-sized). Overlapping predictions are
+blended with a constant or a Gaussian weight (the tile centre counts most). Borders are
+mirror-padded: images smaller than a tile, and networks whose output is smaller than their input
+(unpadded convolutions, ``unet_paper`` with ``context=none``), get their missing context by
+mirroring, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from unet_lab.inference import probabilities
+from unet_lab.models.blocks import mirror_pad
+from unet_lab.validation import check_choice, check_float, check_int
+
+BLENDINGS = ("gaussian", "constant")
+
+
+def tile_starts(length: int, tile: int, step: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` covering ``length`` (>= tile), ``step`` apart; the
+    last tile ends at the border."""
+    starts = list(range(0, length - tile + 1, step))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def gaussian_weights(size: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
+    """A separable Gaussian over a tile, 1 at the centre, sigma = ``sigma_scale`` x the side
+    (nnU-Net's choice), floored so that no pixel has weight 0."""
+    weights = torch.ones(())
+    for side in size:
+        axis = torch.arange(side, dtype=torch.float32) - (side - 1) / 2
+        profile = torch.exp(-0.5 * (axis / (sigma_scale * side)) ** 2)
+        weights = weights[..., None] * profile
+    return weights.clamp_min(1e-3)
+
+
+class SlidingWindowPredictor:
+    """Class probabilities of a network for one image of any size, tile by tile.
+
+    Args:
+        tile_size: side of the square tiles fed to the network.
+        overlap: share of a tile that overlaps its neighbour (0 <= overlap < 1).
+        blending: ``gaussian`` (centre pixels count most) or ``constant`` (plain mean).
+        batch_size: tiles per forward pass.
+        tta: average each tile over the 8 flips/rotations.
+        progress: show a progress bar over the tile batches.
+    """
+
+    def __init__(
+        self,
+        tile_size: int = 512,
+        overlap: float = 0.25,
+        blending: str = "gaussian",
+        batch_size: int = 4,
+        tta: bool = False,
+        progress: bool = False,
+    ) -> None:
+        self.tile_size = check_int("tile_size", tile_size, 8)
+        self.overlap = check_float("overlap", overlap, 0.0, 0.95)
+        self.blending = check_choice("blending", blending, BLENDINGS)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.tta = tta
+        self.progress = progress
+
+    def _output_size(self, net: nn.Module, image: torch.Tensor, device: torch.device) -> int:
+        """The network's output side for one tile (smaller for unpadded networks)."""
+        size = (1, image.shape[0], self.tile_size, self.tile_size)
+        probe = torch.zeros(size, dtype=image.dtype, device=device)
+        with torch.inference_mode():
+            return int(net(probe).shape[-1])
+
+    def __call__(self, net: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(classes, H, W)`` for ``image`` ``(C, H, W)`` (normalized)."""
+        device = next(net.parameters()).device
+        height, width = image.shape[-2:]
+        out = self._output_size(net, image, device)
+        margin = (self.tile_size - out) // 2
+        # Tiles start on the network's pooling grid, so each tile pools the pixels the whole
+        # image would (with unpadded networks overlap-tile is then exact).
+        align = int(getattr(net, "size_multiple", 1))
+        step = max(align, round(out * (1 - self.overlap)) // align * align)
+        # Context for the border pixels; room for whole tiles on the grid along each axis.
+        pad_bottom, pad_right = (
+            max(0, out - side) + -max(0, side - out) % align for side in (height, width)
+        )
+        padded = mirror_pad(image[None], [margin, margin + pad_right, margin, margin + pad_bottom])
+        rows = tile_starts(height + pad_bottom, out, step)
+        cols = tile_starts(width + pad_right, out, step)
+        dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+        weight = (
+            gaussian_weights((out, out)) if self.blending == "gaussian" else torch.ones(out, out)
+        ).to(device, dtype)
+        total: torch.Tensor | None = None
+        weights = torch.zeros(height + pad_bottom, width + pad_right, device=device, dtype=dtype)
+        positions = [(r, c) for r in rows for c in cols]
+        for batch in self._batches(positions):
+            tiles = torch.cat(
+                [padded[..., r : r + self.tile_size, c : c + self.tile_size] for r, c in batch]
+            ).to(device)
+            probs = probabilities(net, tiles, self.tta)
+            if total is None:
+                total = torch.zeros(probs.shape[1], *weights.shape, device=device, dtype=dtype)
+            for (r, c), tile_probs in zip(batch, probs, strict=True):
+                total[:, r : r + out, c : c + out] += tile_probs * weight
+                weights[r : r + out, c : c + out] += weight
+        assert total is not None
+        return (total / weights)[:, :height, :width].cpu()
+
+    def _batches(self, positions: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
+        chunks = [
+            positions[i : i + self.batch_size] for i in range(0, len(positions), self.batch_size)
+        ]
+        if not self.progress or len(chunks) < 2:
+            yield from chunks
+            return
+        from rich.progress import track
+
+        yield from track(chunks, description="tiles", transient=True)
