@@ -89,3 +89,21 @@ def test_a_single_output_binary_network_trains_scores_and_predicts(tmp_path: Pat
 def test_a_single_output_loss_refuses_data_with_more_classes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="loss=bce is for binary data"):
         build(compose_config(tmp_path, [*FAST, *TINY_DATA, "loss=bce"]))
+
+
+class _Payload:
+    """Pickles to a call that creates a file: what a malicious checkpoint would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    torch.save({"state_dict": {}, "extra": _Payload(marker)}, tmp_path / "evil.ckpt")
+    with pytest.raises(InputError, match=r"refused: .* could run code"):
+        load_trained(tmp_path / "evil.ckpt")
+    assert not marker.exists()

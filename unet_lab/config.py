@@ -41,10 +41,15 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """The config ``conf/<name>.yaml`` with command-line overrides, outside a Hydra run."""
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
 def compose_train_config(overrides: list[str]) -> DictConfig:
     """The training config as ``train.py`` would compose it, outside a Hydra run."""
-    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def instantiate(node: Any, key: str, **kwargs: Any) -> Any:

@@ -76,15 +76,26 @@ class TrainedNetwork:
         return probabilities(self.net, self.prepare(image), tta)[0].numpy()
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_trained(checkpoint: str | Path) -> TrainedNetwork:
     """The network of a unet-lab checkpoint (``best.ckpt`` or ``last.ckpt`` of a run), rebuilt
     from the config stored in it. Loads tensors and plain values only (no pickled code)."""
     path = Path(checkpoint)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot read the checkpoint ({reason})") from exc
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):  # a class or function to call: code
+            raise InputError(
+                f"{path}: refused: the checkpoint holds objects other than tensors and plain "
+                "values, and loading them could run code"
+            ) from exc
+        raise InputError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from exc
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from exc
     if ConfigInCheckpoint.DATA_KEY not in state:
         raise InputError(f"{path}: not a unet-lab checkpoint (no {ConfigInCheckpoint.DATA_KEY})")
     config = state[ConfigInCheckpoint.KEY]

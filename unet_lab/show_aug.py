@@ -13,43 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import albumentations as A
-import cv2
 import numpy as np
 
 from unet_lab.check_data import load_datamodule
 from unet_lab.config import compose_train_config, instantiate
 from unet_lab.data.dataset import as_unit_float
 from unet_lab.errors import input_errors_exit
-
-# Distinct colours for class indices 1.. (class 0, background, stays black).
-_COLOURS = np.array(
-    [
-        [0, 0, 0],
-        [230, 25, 75],
-        [60, 180, 75],
-        [255, 225, 25],
-        [0, 130, 200],
-        [245, 130, 48],
-        [145, 30, 180],
-        [70, 240, 240],
-        [240, 50, 230],
-        [210, 245, 60],
-        [250, 190, 212],
-    ],
-    np.uint8,
-)
-_GAP = 4
-
-
-def _display(image: np.ndarray) -> np.ndarray:
-    """A float [0, 1] HWC image as RGB uint8."""
-    image = np.clip(image, 0.0, 1.0)
-    image = np.repeat(image[..., :1], 3, axis=2) if image.shape[2] < 3 else image[..., :3]
-    return (image * 255).round().astype(np.uint8)
-
-
-def _colour(mask: np.ndarray) -> np.ndarray:
-    return _COLOURS[np.asarray(mask).astype(np.int64) % len(_COLOURS)]
+from unet_lab.visual import GAP, colour, display, side_by_side, write_rgb
 
 
 def augmentation_grid(
@@ -68,17 +38,10 @@ def augmentation_grid(
         for _ in range(variants):
             out = pipeline(image=image, mask=mask)
             pairs.append((out["image"], out["mask"]))
-        height = max(p[0].shape[0] for p in pairs)
-        tiles = []
-        for picture, labels in pairs:
-            for tile in (_display(picture), _colour(labels)):
-                padded = np.full((height, tile.shape[1] + _GAP, 3), 255, np.uint8)
-                padded[: tile.shape[0], : tile.shape[1]] = tile
-                tiles.append(padded)
-        rows.append(np.concatenate(tiles, axis=1))
+        rows.append(side_by_side([tile for p, m in pairs for tile in (display(p), colour(m))]))
     width = max(r.shape[1] for r in rows)
     rows = [
-        np.pad(r, ((0, _GAP), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows
+        np.pad(r, ((0, GAP), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows
     ]
     return np.concatenate(rows, axis=0)
 
@@ -96,6 +59,5 @@ def main(args: Sequence[str]) -> None:
     count = min(options.samples, len(images))
     grid = augmentation_grid(images[:count], masks[:count], pipeline, options.variants)
     output = Path(options.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(output), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    write_rgb(output, grid)
     print(f"wrote {output}: {count} training images x (original + {options.variants} augmented)")
