@@ -1,4 +1,4 @@
-"""The ``unet-lab`` command: ``unet-lab train [overrides]``."""
+"""The ``unet-lab`` command: ``unet-lab train|eval|predict|check-data|show-aug|plan ...``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ USAGE = """usage: unet-lab COMMAND [hydra overrides]
 commands:
   train       train a model (same as `python train.py`); e.g. unet-lab train model.depth=5
               unet-lab train --help shows the config groups and every key
+  eval        scores of a checkpoint on a split (same as `python eval.py`);
+              e.g. unet-lab eval ckpt_path=runs/.../checkpoints/best.ckpt split=val
+  predict     masks for new images of any size (same as `python predict.py`);
+              e.g. unet-lab predict ckpt_path=... input=scans/ output=masks/
   check-data  read and check a data set and summarize it, with the same overrides as train;
               e.g. unet-lab check-data data=folder data.root=DIR data.num_classes=3
   show-aug    write a PNG grid of training images and masks as an augmentation changes them;
@@ -30,6 +34,16 @@ def main() -> None:
         from unet_lab.train import main as train_main
 
         train_main(args)
+        return
+    if command == "eval":
+        from unet_lab.evaluate import main as eval_main
+
+        eval_main(args)
+        return
+    if command == "predict":
+        from unet_lab.predict import main as predict_main
+
+        predict_main(args)
         return
     if command == "check-data":
         from unet_lab.check_data import main as check_data_main

@@ -71,49 +71,56 @@ class SlidingWindowPredictor:
         self.tta = tta
         self.progress = progress
 
-    def _output_size(self, net: nn.Module, image: torch.Tensor, device: torch.device) -> int:
-        """The network's output side for one tile (smaller for unpadded networks)."""
+    def _margin(self, net: nn.Module, image: torch.Tensor, device: torch.device) -> int:
+        """Pixels a tile loses per border in the network (unpadded networks), measured."""
         size = (1, image.shape[0], self.tile_size, self.tile_size)
         probe = torch.zeros(size, dtype=image.dtype, device=device)
         with torch.inference_mode():
-            return int(net(probe).shape[-1])
+            return (self.tile_size - int(net(probe).shape[-1])) // 2
 
     def __call__(self, net: nn.Module, image: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(classes, H, W)`` for ``image`` ``(C, H, W)`` (normalized)."""
         device = next(net.parameters()).device
-        height, width = image.shape[-2:]
-        out = self._output_size(net, image, device)
-        margin = (self.tile_size - out) // 2
+        sides = tuple(int(s) for s in image.shape[-2:])
+        margin = self._margin(net, image, device)
         # Tiles start on the network's pooling grid, so each tile pools the pixels the whole
         # image would (with unpadded networks overlap-tile is then exact).
         align = int(getattr(net, "size_multiple", 1))
-        step = max(align, round(out * (1 - self.overlap)) // align * align)
-        # Context for the border pixels; room for whole tiles on the grid along each axis.
-        pad_bottom, pad_right = (
-            max(0, out - side) + -max(0, side - out) % align for side in (height, width)
+        # Output tile per axis: a padded network takes smaller images whole (no padding).
+        outs = tuple(
+            self.tile_size - 2 * margin
+            if margin
+            else min(self.tile_size, -(-side // align) * align)
+            for side in sides
         )
-        padded = mirror_pad(image[None], [margin, margin + pad_right, margin, margin + pad_bottom])
-        rows = tile_starts(height + pad_bottom, out, step)
-        cols = tile_starts(width + pad_right, out, step)
+        # Room for whole tiles on the grid along each axis, and context for the borders.
+        extra = [
+            max(0, o - side) + -max(0, side - o) % align
+            for o, side in zip(outs, sides, strict=True)
+        ]
+        padded = mirror_pad(image[None], [margin, margin + extra[1], margin, margin + extra[0]])
+        starts = [
+            tile_starts(side + e, o, max(align, round(o * (1 - self.overlap)) // align * align))
+            for side, e, o in zip(sides, extra, outs, strict=True)
+        ]
         dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-        weight = (
-            gaussian_weights((out, out)) if self.blending == "gaussian" else torch.ones(out, out)
-        ).to(device, dtype)
+        weight = (gaussian_weights(outs) if self.blending == "gaussian" else torch.ones(outs)).to(
+            device, dtype
+        )
         total: torch.Tensor | None = None
-        weights = torch.zeros(height + pad_bottom, width + pad_right, device=device, dtype=dtype)
-        positions = [(r, c) for r in rows for c in cols]
+        weights = torch.zeros(sides[0] + extra[0], sides[1] + extra[1], device=device, dtype=dtype)
+        (oh, ow), (th, tw) = outs, (outs[0] + 2 * margin, outs[1] + 2 * margin)
+        positions = [(r, c) for r in starts[0] for c in starts[1]]
         for batch in self._batches(positions):
-            tiles = torch.cat(
-                [padded[..., r : r + self.tile_size, c : c + self.tile_size] for r, c in batch]
-            ).to(device)
+            tiles = torch.cat([padded[..., r : r + th, c : c + tw] for r, c in batch]).to(device)
             probs = probabilities(net, tiles, self.tta)
             if total is None:
                 total = torch.zeros(probs.shape[1], *weights.shape, device=device, dtype=dtype)
             for (r, c), tile_probs in zip(batch, probs, strict=True):
-                total[:, r : r + out, c : c + out] += tile_probs * weight
-                weights[r : r + out, c : c + out] += weight
+                total[:, r : r + oh, c : c + ow] += tile_probs * weight
+                weights[r : r + oh, c : c + ow] += weight
         assert total is not None
-        return (total / weights)[:, :height, :width].cpu()
+        return (total / weights)[:, : sides[0], : sides[1]].cpu()
 
     def _batches(self, positions: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
         chunks = [
