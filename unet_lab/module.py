@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -81,7 +81,10 @@ class SegmentationModule(pl.LightningModule):
         )
         self.ignore_index = ignore_index
         self.boundary_class = boundary_class
-        self.val_rand_error, self.test_rand_error = MeanMetric(), MeanMetric()
+        # Rand error per stage ("val", "test"), only for boundary maps.
+        self.rand_errors = nn.ModuleDict(
+            {} if boundary_class is None else {"val": MeanMetric(), "test": MeanMetric()}
+        )
         if channels_last:
             spatial_dims = int(getattr(net, "spatial_dims", 2))
             memory_format = _channels_last(spatial_dims + 2)
@@ -102,7 +105,7 @@ class SegmentationModule(pl.LightningModule):
         if stage == "test" and self.test_surface is not None:
             self.test_surface.update(preds, target)
         if stage != "train" and self.boundary_class is not None:
-            rand_error: MeanMetric = getattr(self, f"{stage}_rand_error")
+            rand_error = cast(MeanMetric, self.rand_errors[stage])
             for predicted, truth in zip(preds.cpu().numpy(), target.cpu().numpy(), strict=True):
                 rand_error.update(
                     boundary_rand_error(predicted, truth, self.boundary_class, self.ignore_index)
@@ -134,7 +137,7 @@ class SegmentationModule(pl.LightningModule):
             values.update({f"test/{k}": v for k, v in self.test_surface.compute().items()})
             self.test_surface.reset()
         if stage != "train" and self.boundary_class is not None:
-            rand_error: MeanMetric = getattr(self, f"{stage}_rand_error")
+            rand_error = cast(MeanMetric, self.rand_errors[stage])
             values[f"{stage}/rand_error"] = rand_error.compute()
             rand_error.reset()
         self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
