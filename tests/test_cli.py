@@ -44,7 +44,7 @@ def _csv_epochs(run_dir: Path) -> list[int]:
 
 
 def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
-    result = run_cli(["debug=fast", *TINY_DATA], cwd=tmp_path)
+    result = run_cli(["debug=fast", "model.depth=2", *TINY_DATA], cwd=tmp_path)
     run_dir = _only(list(tmp_path.glob("runs/*/*")))
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["status"] == "completed"
