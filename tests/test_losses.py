@@ -17,6 +17,15 @@ from unet_lab.losses import (
     border_weight_map,
 )
 
+# Every loss over one logit per class (BinaryCrossEntropyLoss has its own tests).
+MULTICLASS_LOSSES = [
+    CrossEntropyLoss,
+    DiceLoss,
+    DiceCELoss,
+    FocalLoss,
+    TverskyLoss,
+    BorderWeightedCrossEntropyLoss,
+]
 # Two pixels, two classes: pixel A has logits (2, 0) and is class 0; pixel B (0, 1), class 1.
 LOGITS = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (N=1, C=2, H=1, W=2)
 TARGET = torch.tensor([[[0, 1]]])
@@ -80,17 +89,7 @@ def test_per_image_dice_is_the_mean_over_images() -> None:
 
 
 @pytest.mark.parametrize("num_classes", [2, 4])
-@pytest.mark.parametrize(
-    "make_loss",
-    [
-        CrossEntropyLoss,
-        DiceLoss,
-        DiceCELoss,
-        FocalLoss,
-        TverskyLoss,
-        BorderWeightedCrossEntropyLoss,
-    ],
-)
+@pytest.mark.parametrize("make_loss", MULTICLASS_LOSSES)
 def test_perfect_prediction_costs_nothing(make_loss, num_classes: int) -> None:
     target = torch.randint(0, num_classes, (2, 16, 16))
     logits = 50.0 * torch.nn.functional.one_hot(target, num_classes).movedim(-1, 1).float()
@@ -98,17 +97,7 @@ def test_perfect_prediction_costs_nothing(make_loss, num_classes: int) -> None:
 
 
 @pytest.mark.parametrize("num_classes", [2, 4])
-@pytest.mark.parametrize(
-    "make_loss",
-    [
-        CrossEntropyLoss,
-        DiceLoss,
-        DiceCELoss,
-        FocalLoss,
-        TverskyLoss,
-        BorderWeightedCrossEntropyLoss,
-    ],
-)
+@pytest.mark.parametrize("make_loss", MULTICLASS_LOSSES)
 def test_ignored_pixels_change_nothing(make_loss, num_classes: int) -> None:
     torch.manual_seed(1)
     loss = make_loss(ignore_index=255)
@@ -134,17 +123,7 @@ def test_ignored_pixels_change_nothing(make_loss, num_classes: int) -> None:
         assert reference.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize(
-    "make_loss",
-    [
-        CrossEntropyLoss,
-        DiceLoss,
-        DiceCELoss,
-        FocalLoss,
-        TverskyLoss,
-        BorderWeightedCrossEntropyLoss,
-    ],
-)
+@pytest.mark.parametrize("make_loss", MULTICLASS_LOSSES)
 def test_float64_logits_stay_float64(make_loss) -> None:
     """trainer.precision=64-true, for debugging, keeps its precision in the loss."""
     logits = torch.randn(2, 3, 8, 8, dtype=torch.float64)

@@ -32,33 +32,50 @@ def level_channels(depth: int, width: int, max_width: int | None = None) -> list
     return [min(width * 2**level, max_width or width * 2**level) for level in range(depth + 1)]
 
 
-def check_common(
-    in_channels: int,
-    num_classes: int,
-    depth: int,
-    width: int,
-    max_width: int | None,
-    up_mode: str,
-    norm: str,
-    activation: str,
-    dropout: float,
-    block: str,
-    spatial_dims: int,
-) -> None:
-    """Checks the arguments every network of the family shares (errors name the argument)."""
-    check_int("in_channels", in_channels, 1)
-    check_int("num_classes", num_classes, 1)
-    check_int("depth", depth, 1, MAX_DEPTH)
-    check_int("width", width, 1)
-    if max_width is not None:
-        check_int("max_width", max_width, width)
-    check_choice("up_mode", up_mode, UP_MODES)
-    check_choice("norm", norm, NORMS)
-    check_choice("activation", activation, ACTIVATIONS)
-    check_float("dropout", dropout, 0.0, 1.0)
-    check_choice("block", block, BLOCKS)
-    if spatial_dims not in SPATIAL_DIMS:
-        check_choice("spatial_dims", str(spatial_dims), [str(d) for d in SPATIAL_DIMS])
+class UNetFamily(nn.Module):
+    """What every network of the family shares: checked arguments, the channels per level
+    (derived from depth, width and cap), the block spec and the pooling grid."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        depth: int,
+        width: int,
+        max_width: int | None,
+        up_mode: str,
+        norm: str,
+        activation: str,
+        dropout: float,
+        block: str,
+        spatial_dims: int,
+        valid: bool = False,
+    ) -> None:
+        super().__init__()
+        check_int("in_channels", in_channels, 1)
+        check_int("num_classes", num_classes, 1)
+        check_int("depth", depth, 1, MAX_DEPTH)
+        check_int("width", width, 1)
+        if max_width is not None:
+            check_int("max_width", max_width, width)
+        check_choice("up_mode", up_mode, UP_MODES)
+        check_choice("norm", norm, NORMS)
+        check_choice("activation", activation, ACTIVATIONS)
+        check_float("dropout", dropout, 0.0, 1.0)
+        check_choice("block", block, BLOCKS)
+        if spatial_dims not in SPATIAL_DIMS:
+            check_choice("spatial_dims", str(spatial_dims), [str(d) for d in SPATIAL_DIMS])
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.depth = depth
+        self.spatial_dims = spatial_dims
+        self.channels = level_channels(depth, width, max_width)
+        self.spec = BlockSpec(spatial_dims, norm, activation, dropout, block, valid)
+
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes that need no padding are multiples of this (the pooling grid)."""
+        return 2**self.depth
 
 
 class CheckpointedRunner:
@@ -74,7 +91,7 @@ class CheckpointedRunner:
         return block(*args)
 
 
-class UNet(nn.Module):
+class UNet(UNetFamily):
     """U-Net for 2D (or 3D) segmentation that accepts inputs of any spatial size.
 
     Args:
@@ -119,21 +136,13 @@ class UNet(nn.Module):
         checkpointing: bool = False,
         spatial_dims: int = 2,
     ) -> None:
-        super().__init__()
-        check_common(
+        super().__init__(
             in_channels, num_classes, depth, width, max_width, up_mode, norm, activation,
             dropout, block, spatial_dims,
         )  # fmt: skip
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.depth = depth
-        self.spatial_dims = spatial_dims
         self.deep_supervision = check_int("deep_supervision", deep_supervision, 0, depth - 1)
-        self.channels = level_channels(depth, width, max_width)
         self.run = CheckpointedRunner(checkpointing)
-
-        spec = BlockSpec(spatial_dims, norm, activation, dropout, block)
-        c = self.channels
+        spec, c = self.spec, self.channels
         self.stem = conv_block(in_channels, c[0], spec)
         self.down = nn.ModuleList(Down(c[i], c[i + 1], spec) for i in range(depth))
         self.up = nn.ModuleList(
@@ -145,11 +154,6 @@ class UNet(nn.Module):
             conv(spatial_dims)(c[level], num_classes, 1)
             for level in range(1, self.deep_supervision + 1)
         )
-
-    @property
-    def size_multiple(self) -> int:
-        """Spatial sizes that need no padding are multiples of this."""
-        return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         size = x.shape[2:]

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from unet_lab.errors import InputError
-from unet_lab.models.blocks import BlockSpec, Down, Up, conv_block, crop_to, mirror_pad
+from unet_lab.models.blocks import Down, Up, conv_block, crop_to, mirror_pad
 from unet_lab.models.layers import conv
-from unet_lab.models.unet import check_common, level_channels
+from unet_lab.models.unet import UNetFamily
 from unet_lab.validation import check_choice
 
 CONTEXTS = ("mirror", "none")
@@ -39,7 +39,7 @@ def valid_input_sizes(depth: int, up_to: int = 1024) -> list[int]:
     return [n for n in range(1, up_to + 1) if output_size(n, depth) is not None]
 
 
-class UNetPaper(nn.Module):
+class UNetPaper(UNetFamily):
     """The original U-Net (Ronneberger et al., 2015).
 
     Its output is smaller than its input by ``2 * margin`` pixels per axis (184 at depth 4):
@@ -70,31 +70,20 @@ class UNetPaper(nn.Module):
         context: str = "mirror",
         spatial_dims: int = 2,
     ) -> None:
-        super().__init__()
-        check_common(
+        super().__init__(
             in_channels, num_classes, depth, width, max_width, "transpose", norm, activation,
-            dropout, block, spatial_dims,
+            dropout, block, spatial_dims, valid=True,
         )  # fmt: skip
         self.context = check_choice("context", context, CONTEXTS)
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.depth = depth
-        self.spatial_dims = spatial_dims
-        self.channels = c = level_channels(depth, width, max_width)
         smallest = valid_input_sizes(depth)[0]
         self.margin = (smallest - (output_size(smallest, depth) or 0)) // 2
-        spec = BlockSpec(spatial_dims, norm, activation, dropout, block, valid=True)
+        spec, c = self.spec, self.channels
         self.stem = conv_block(in_channels, c[0], spec)
         self.down = nn.ModuleList(Down(c[i], c[i + 1], spec) for i in range(depth))
         self.up = nn.ModuleList(
             Up(c[i + 1], c[i], "transpose", spec) for i in reversed(range(depth))
         )
         self.head = conv(spatial_dims)(c[0], num_classes, 1)
-
-    @property
-    def size_multiple(self) -> int:
-        """Pooling grid: tiles of a larger image must start on multiples of this."""
-        return 2**self.depth
 
     def check_size(self, size: int) -> None:
         """Raises an :class:`InputError` listing the nearest valid sizes for an invalid one."""

@@ -6,13 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unet_lab.models.blocks import BlockSpec, Down, Upsample, conv_block, crop_to, pad_to_multiple
+from unet_lab.models.blocks import Down, Upsample, conv_block, crop_to, pad_to_multiple
 from unet_lab.models.layers import conv
-from unet_lab.models.unet import CheckpointedRunner, check_common, level_channels
+from unet_lab.models.unet import CheckpointedRunner, UNetFamily
 from unet_lab.validation import check_int
 
 
-class UNetPlusPlus(nn.Module):
+class UNetPlusPlus(UNetFamily):
     """UNet++: node ``X[i][j]`` (level ``i``, column ``j``) is a convolution block over
     ``X[i][0..j-1]`` and the up-sampled ``X[i+1][j-1]``; the output comes from ``X[0][depth]``.
 
@@ -37,19 +37,13 @@ class UNetPlusPlus(nn.Module):
         checkpointing: bool = False,
         spatial_dims: int = 2,
     ) -> None:
-        super().__init__()
-        check_common(
+        super().__init__(
             in_channels, num_classes, depth, width, max_width, up_mode, norm, activation,
             dropout, block, spatial_dims,
         )  # fmt: skip
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.depth = depth
-        self.spatial_dims = spatial_dims
         self.deep_supervision = check_int("deep_supervision", deep_supervision, 0, depth - 1)
-        self.channels = c = level_channels(depth, width, max_width)
         self.run = CheckpointedRunner(checkpointing)
-        spec = BlockSpec(spatial_dims, norm, activation, dropout, block)
+        spec, c = self.spec, self.channels
 
         self.stem = conv_block(in_channels, c[0], spec)
         self.down = nn.ModuleList(Down(c[i], c[i + 1], spec) for i in range(depth))
@@ -64,10 +58,6 @@ class UNetPlusPlus(nn.Module):
         self.aux_heads = nn.ModuleList(
             conv(spatial_dims)(c[0], num_classes, 1) for _ in range(self.deep_supervision)
         )
-
-    @property
-    def size_multiple(self) -> int:
-        return 2**self.depth
 
     def _node(self, key: str, inputs: list[torch.Tensor], deeper: torch.Tensor) -> torch.Tensor:
         return self.nodes[key](torch.cat([*inputs, self.upsample[key](deeper)], dim=1))
