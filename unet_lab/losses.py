@@ -61,38 +61,6 @@ class CrossEntropyLoss(nn.Module):
         )
 
 
-class DiceLoss(nn.Module):
-    """Soft Dice loss, ``1 - mean_c (2|P∩G| + s) / (|P| + |G| + s)`` over softmax probabilities.
-
-    Args:
-        include_background: count class 0 in the mean.
-        batch_dice: pool the whole batch into one volume per class (nnU-Net's default, stable
-            with small objects); otherwise compute per image and average.
-        smooth: ``s`` above; keeps classes absent from the target well defined (their Dice
-            rewards predicting nothing).
-        ignore_index: target value whose pixels are left out.
-    """
-
-    def __init__(
-        self,
-        include_background: bool = False,
-        batch_dice: bool = True,
-        smooth: float = 1e-5,
-        ignore_index: int | None = None,
-    ) -> None:
-        super().__init__()
-        check_float("smooth", smooth, 0.0)
-        self.include_background = include_background
-        self.batch_dice = batch_dice
-        self.smooth = smooth
-        self.ignore_index = ignore_index
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        tp, fp, fn = _soft_counts(logits, target, self.ignore_index, self.batch_dice)
-        dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth).clamp_min(1e-12)
-        return 1 - _class_mean(dice, self.include_background)
-
-
 def _soft_counts(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None, pooled: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -146,6 +114,30 @@ class TverskyLoss(nn.Module):
         tp, fp, fn = _soft_counts(logits, target, self.ignore_index, self.batch_dice)
         denominator = (tp + self.alpha * fp + self.beta * fn + self.smooth).clamp_min(1e-12)
         return 1 - _class_mean((tp + self.smooth) / denominator, self.include_background)
+
+
+class DiceLoss(TverskyLoss):
+    """Soft Dice loss, ``1 - mean_c (2|P∩G| + s) / (|P| + |G| + s)`` over softmax probabilities:
+    the Tversky loss with ``alpha = beta = 1/2`` (and ``s / 2``).
+
+    Args:
+        include_background: count class 0 in the mean.
+        batch_dice: pool the whole batch into one volume per class (nnU-Net's default, stable
+            with small objects); otherwise compute per image and average.
+        smooth: ``s`` above; keeps classes absent from the target well defined (their Dice
+            rewards predicting nothing).
+        ignore_index: target value whose pixels are left out.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = False,
+        batch_dice: bool = True,
+        smooth: float = 1e-5,
+        ignore_index: int | None = None,
+    ) -> None:
+        check_float("smooth", smooth, 0.0)
+        super().__init__(0.5, 0.5, include_background, batch_dice, smooth / 2, ignore_index)
 
 
 class FocalLoss(nn.Module):
