@@ -13,6 +13,8 @@ commands:
               e.g. unet-lab eval ckpt_path=runs/.../checkpoints/best.ckpt split=val
   predict     masks for new images of any size (same as `python predict.py`);
               e.g. unet-lab predict ckpt_path=... input=scans/ output=masks/
+  export      the network of a checkpoint as ONNX, with a JSON sidecar;
+              e.g. unet-lab export ckpt_path=runs/.../checkpoints/best.ckpt
   check-data  read and check a data set and summarize it, with the same overrides as train;
               e.g. unet-lab check-data data=folder data.root=DIR data.num_classes=3
   show-aug    write a PNG grid of training images and masks as an augmentation changes them;
@@ -44,6 +46,11 @@ def main() -> None:
         from unet_lab.predict import main as predict_main
 
         predict_main(args)
+        return
+    if command == "export":
+        from unet_lab.export import main as export_main
+
+        export_main(args)
         return
     if command == "check-data":
         from unet_lab.check_data import main as check_data_main

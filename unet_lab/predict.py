@@ -59,8 +59,17 @@ def predict_file(
     return image, probs, probs.argmax(axis=0)
 
 
+def load_network(path: str) -> TrainedNetwork:
+    """A checkpoint, or an exported ``.onnx`` model with its sidecar."""
+    if Path(path).suffix == ".onnx":
+        from unet_lab.export import load_exported
+
+        return load_exported(Path(path))
+    return load_trained(path)
+
+
 def run(cfg: DictConfig) -> list[Path]:
-    trained = load_trained(cfg.ckpt_path)
+    trained = load_network(str(cfg.ckpt_path))
     device = pick_device(cfg.device)
     trained.net.to(device)
     predictor = instantiate(cfg.window, "window", tta=cfg.tta)

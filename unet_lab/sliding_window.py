@@ -80,7 +80,7 @@ class SlidingWindowPredictor:
 
     def __call__(self, net: nn.Module, image: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(classes, H, W)`` for ``image`` ``(C, H, W)`` (normalized)."""
-        device = next(net.parameters()).device
+        device = next(net.parameters(), torch.empty(0)).device  # (ONNX networks: CPU)
         sides = tuple(int(s) for s in image.shape[-2:])
         margin = self._margin(net, image, device)
         # Tiles start on the network's pooling grid, so each tile pools the pixels the whole

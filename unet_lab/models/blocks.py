@@ -199,6 +199,10 @@ def mirror_pad(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Mirror-pads the high end of every spatial axis up to a multiple of ``multiple``."""
     extra = [-s % multiple for s in x.shape[2:]]
+    pad = [p for e in reversed(extra) for p in (0, e)]
+    if torch.compiler.is_exporting():
+        # An exported graph takes any size: no branch on sizes, one reflection (maybe by 0).
+        return F.pad(x, pad, mode="reflect")
     if not any(extra):
         return x
-    return mirror_pad(x, [p for e in reversed(extra) for p in (0, e)])
+    return mirror_pad(x, pad)

@@ -1,0 +1,156 @@
+"""``unet-lab export ckpt_path=CKPT [format=onnx] [output=FILE]``: the network of a checkpoint
+as an ONNX model with dynamic batch, height and width, checked against PyTorch with
+onnxruntime on non-square, odd sizes, plus a JSON sidecar with what using it needs (input
+channels, normalization with its statistics, class names, tile size). ``predict.py`` runs the
+exported model when ``ckpt_path`` names the ``.onnx`` file (``conf/export.yaml``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from unet_lab.config import compose_config
+from unet_lab.data.normalization import Normalizer
+from unet_lab.errors import InputError, input_errors_exit
+from unet_lab.inference import TrainedNetwork, load_trained
+
+FORMATS = ("onnx",)
+MAX_SIDE = 16384
+# Verification inputs: non-square, odd sizes (multiplied by the pooling grid's minimum).
+CHECK_SIZES = ((1, 37, 53), (2, 61, 30))
+
+
+def _onnx_runtime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise InputError(
+            "format=onnx needs onnx and onnxruntime: pip install 'unet-lab[export]'"
+        ) from exc
+    return onnxruntime
+
+
+def sidecar_path(model: Path) -> Path:
+    return model.with_suffix(".json")
+
+
+def export_onnx(trained: TrainedNetwork, path: Path, opset: int) -> float:
+    """Writes ``path``; returns the largest absolute difference of the logits between
+    onnxruntime and PyTorch over :data:`CHECK_SIZES`."""
+    ort = _onnx_runtime()
+    net = trained.net.eval()
+    multiple = int(getattr(net, "size_multiple", 1))
+    size = max(64, multiple)
+    example = torch.randn(1, trained.in_channels, size, size)
+    dims = {
+        0: torch.export.Dim("batch", min=1, max=1024),
+        2: torch.export.Dim("height", min=max(2, multiple), max=MAX_SIDE),
+        3: torch.export.Dim("width", min=max(2, multiple), max=MAX_SIDE),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        net,
+        (example,),
+        str(path),
+        dynamo=True,
+        dynamic_shapes={"x": dims},
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=opset,
+        verbose=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch, height, width in CHECK_SIZES:
+        image = torch.randn(batch, trained.in_channels, max(height, multiple), max(width, multiple))
+        (logits,) = session.run(None, {"image": image.numpy()})
+        with torch.no_grad():
+            expected = net(image).numpy()
+        if logits.shape != expected.shape:
+            raise RuntimeError(f"ONNX output {logits.shape} differs from PyTorch {expected.shape}")
+        worst = max(worst, float(np.abs(logits - expected).max()))
+    return worst
+
+
+class OnnxNetwork(nn.Module):
+    """An exported ONNX network behind the interface of a PyTorch one (logits for a batch),
+    run by onnxruntime on the CPU."""
+
+    def __init__(self, path: Path, size_multiple: int, num_classes: int) -> None:
+        super().__init__()
+        self.session = _onnx_runtime().InferenceSession(
+            str(path), providers=["CPUExecutionProvider"]
+        )
+        self.size_multiple = size_multiple
+        self.num_classes = num_classes
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {"image": image.float().cpu().numpy()})
+        return torch.from_numpy(logits)
+
+
+def load_exported(path: Path) -> TrainedNetwork:
+    """An exported model with its sidecar, ready for :class:`SlidingWindowPredictor`."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise InputError(f"{path}: its sidecar {sidecar.name} is missing (written by export)")
+    meta = json.loads(sidecar.read_text())
+    net = OnnxNetwork(path, int(meta["size_multiple"]), int(meta["out_channels"]))
+    return TrainedNetwork(
+        net,
+        list(meta["class_names"]),
+        int(meta["in_channels"]),
+        Normalizer.from_state_dict(meta["normalization"]),
+        {"model": meta["model"]},
+    )
+
+
+def run(cfg: DictConfig) -> Path:
+    if cfg.format not in FORMATS:
+        raise InputError(
+            f"format={cfg.format!r} is not valid: expected one of {', '.join(FORMATS)}"
+        )
+    checkpoint = Path(cfg.ckpt_path)
+    trained = load_trained(checkpoint)
+    if cfg.output:
+        path = Path(cfg.output)
+    else:
+        run_dir = checkpoint.resolve().parent
+        run_dir = run_dir.parent if run_dir.name == "checkpoints" else run_dir
+        path = run_dir / "export" / f"{checkpoint.stem}.onnx"
+    difference = export_onnx(trained, path, int(cfg.opset))
+    meta = {
+        "format": "onnx",
+        "input": "image (batch, channels, height, width), float32, normalized as below",
+        "output": "logits (batch, classes, height, width); softmax over classes",
+        "in_channels": trained.in_channels,
+        "out_channels": int(getattr(trained.net, "num_classes", len(trained.class_names))),
+        "class_names": trained.class_names,
+        "normalization": trained.normalizer.state_dict(),
+        "image_scaling": "integer images divided by their type's maximum (8 or 16 bit)",
+        "size_multiple": int(getattr(trained.net, "size_multiple", 1)),
+        "tile_size": int(cfg.tile_size),
+        "opset": int(cfg.opset),
+        "checkpoint": str(checkpoint.resolve()),
+        "model": trained.config.get("model"),
+        "max_abs_difference_vs_pytorch": difference,
+    }
+    sidecar_path(path).write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {path} and {sidecar_path(path).name}")
+    print(f"onnxruntime vs PyTorch on sizes {CHECK_SIZES}: max abs difference {difference:.2e}")
+    return path
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    overrides = list(sys.argv[1:] if args is None else args)
+    with input_errors_exit(full_traceback=os.environ.get("HYDRA_FULL_ERROR") == "1"):
+        run(compose_config("export", overrides))
