@@ -149,6 +149,15 @@ MODEL_RUNS = {
         "model.context=none",
         "data.image_size=48",  # valid at depth 2: output 8x8
     ],
+    "unet_paper (raw, validated tile by tile on whole images)": [
+        "model=unet_paper",
+        "model.depth=2",
+        "model.width=4",
+        "model.context=none",
+        "data.image_size=48",
+        "module.eval_tile_size=48",
+    ],
+    "unet validated tile by tile": [*SMALL_UNET, "module.eval_tile_size=16"],
 }
 
 

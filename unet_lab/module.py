@@ -17,6 +17,7 @@ from unet_lab.losses import DeepSupervisionLoss
 from unet_lab.metrics import SegmentationScores
 from unet_lab.models.blocks import center_crop
 from unet_lab.region_scores import boundary_rand_error
+from unet_lab.sliding_window import SlidingWindowPredictor
 from unet_lab.surface_metrics import SurfaceDistances
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
@@ -41,6 +42,10 @@ class SegmentationModule(pl.LightningModule):
         include_background: count class 0 in the mean Dice/IoU (and surface distances).
         surface_distances: log HD95 and average surface distance at test time
             (:class:`SurfaceDistances`; CPU, image by image).
+        eval_tile_size: validate and test through :class:`SlidingWindowPredictor` with tiles of
+            this size (``eval_overlap`` apart, Gaussian blending), as ``eval.py`` and
+            ``predict.py`` predict: for large images, or unpadded networks on whole images.
+            ``None``: the whole batch in one forward pass.
         boundary_class: for boundary maps (EM membranes): the class whose pixels separate
             regions; logs the Rand error of those regions (``val/rand_error``,
             ``test/rand_error``, mean over images; ``unet_lab.region_scores``).
@@ -59,6 +64,8 @@ class SegmentationModule(pl.LightningModule):
         include_background: bool = False,
         surface_distances: bool = True,
         boundary_class: int | None = None,
+        eval_tile_size: int | None = None,
+        eval_overlap: float = 0.25,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -85,6 +92,9 @@ class SegmentationModule(pl.LightningModule):
         self.rand_errors = nn.ModuleDict(
             {} if boundary_class is None else {"val": MeanMetric(), "test": MeanMetric()}
         )
+        self.window = (
+            SlidingWindowPredictor(eval_tile_size, eval_overlap) if eval_tile_size else None
+        )
         if channels_last:
             spatial_dims = int(getattr(net, "spatial_dims", 2))
             memory_format = _channels_last(spatial_dims + 2)
@@ -95,8 +105,20 @@ class SegmentationModule(pl.LightningModule):
             image = image.contiguous(memory_format=_channels_last(image.ndim))
         return self.net(image)
 
+    def _windowed_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (logits of the same softmax) from the sliding window; for a
+        single-output net, the foreground logit."""
+        probs = torch.stack([self.window(self.net, image) for image in images])  # type: ignore[misc]
+        log_probs = probs.to(images.device).clamp_min(1e-8).log()
+        if int(getattr(self.net, "num_classes", 2)) == 1:
+            return (log_probs[:, 1] - log_probs[:, 0])[:, None]
+        return log_probs
+
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        outputs = self(batch["image"])
+        if stage != "train" and self.window is not None:
+            outputs: torch.Tensor | list[torch.Tensor] = self._windowed_logits(batch["image"])
+        else:
+            outputs = self(batch["image"])
         logits = outputs[0] if isinstance(outputs, list | tuple) else outputs
         target = center_crop(batch["mask"], logits.shape[2:])
         loss = self.loss(outputs, target)
