@@ -72,3 +72,15 @@ def test_an_onnx_model_without_its_sidecar(exported, tmp_path: Path) -> None:
     lone.write_bytes(model.read_bytes())
     with pytest.raises(InputError, match=r"sidecar lone\.json is missing"):
         load_exported(lone)
+
+
+def test_torchscript_takes_any_size(exported, tmp_path: Path) -> None:
+    checkpoint, _ = exported
+    export_main([f"ckpt_path={checkpoint}", "format=torchscript", f"output={tmp_path / 'm.pt'}"])
+    module = torch.jit.load(str(tmp_path / "m.pt"))
+    net = load_trained(checkpoint).net
+    image = torch.randn(2, 3, 45, 70)
+    with torch.no_grad():
+        assert (module(image) - net(image)).abs().max() < 1e-4
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["format"] == "torchscript" and meta["max_abs_difference_vs_pytorch"] < 1e-4

@@ -1,8 +1,9 @@
-"""``unet-lab export ckpt_path=CKPT [format=onnx] [output=FILE]``: the network of a checkpoint
-as an ONNX model with dynamic batch, height and width, checked against PyTorch with
-onnxruntime on non-square, odd sizes, plus a JSON sidecar with what using it needs (input
-channels, normalization with its statistics, class names, tile size). ``predict.py`` runs the
-exported model when ``ckpt_path`` names the ``.onnx`` file (``conf/export.yaml``)."""
+"""``unet-lab export ckpt_path=CKPT [format=onnx|torchscript] [output=FILE]``: the network of a
+checkpoint as an ONNX model (or a TorchScript module) with dynamic batch, height and width,
+checked against PyTorch (with onnxruntime for ONNX) on non-square, odd sizes, plus a JSON
+sidecar with what using it needs (input channels, normalization with its statistics, class
+names, tile size). ``predict.py`` runs an exported ONNX model when ``ckpt_path`` names the
+``.onnx`` file (``conf/export.yaml``)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from unet_lab.data.normalization import Normalizer
 from unet_lab.errors import InputError, input_errors_exit
 from unet_lab.inference import TrainedNetwork, load_trained
 
-FORMATS = ("onnx",)
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 MAX_SIDE = 16384
 # Verification inputs: non-square, odd sizes (multiplied by the pooling grid's minimum).
 CHECK_SIZES = ((1, 37, 53), (2, 61, 30))
@@ -43,9 +44,39 @@ def sidecar_path(model: Path) -> Path:
     return model.with_suffix(".json")
 
 
+def _largest_difference(trained: TrainedNetwork, run: Any) -> float:
+    """The largest absolute difference of the logits between ``run(image)`` (the exported
+    model) and PyTorch over :data:`CHECK_SIZES`."""
+    multiple = int(getattr(trained.net, "size_multiple", 1))
+    worst = 0.0
+    for batch, height, width in CHECK_SIZES:
+        image = torch.randn(batch, trained.in_channels, max(height, multiple), max(width, multiple))
+        logits = np.asarray(run(image))
+        with torch.no_grad():
+            expected = trained.net(image).numpy()
+        if logits.shape != expected.shape:
+            raise RuntimeError(
+                f"exported output {logits.shape} differs from PyTorch {expected.shape}"
+            )
+        worst = max(worst, float(np.abs(logits - expected).max()))
+    return worst
+
+
+def export_torchscript(trained: TrainedNetwork, path: Path) -> float:
+    """Traces the network (its padding has no size branches while tracing, so the module
+    takes any size) and writes ``path``; returns the check against PyTorch."""
+    net = trained.net.eval()
+    size = max(64, int(getattr(net, "size_multiple", 1)))
+    with torch.no_grad():
+        module = torch.jit.trace(net, torch.randn(1, trained.in_channels, size, size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(module, str(path))
+    loaded = torch.jit.load(str(path))
+    return _largest_difference(trained, lambda image: loaded(image).detach().numpy())
+
+
 def export_onnx(trained: TrainedNetwork, path: Path, opset: int) -> float:
-    """Writes ``path``; returns the largest absolute difference of the logits between
-    onnxruntime and PyTorch over :data:`CHECK_SIZES`."""
+    """Writes ``path``; returns the check of onnxruntime against PyTorch."""
     ort = _onnx_runtime()
     net = trained.net.eval()
     multiple = int(getattr(net, "size_multiple", 1))
@@ -69,16 +100,9 @@ def export_onnx(trained: TrainedNetwork, path: Path, opset: int) -> float:
         verbose=False,
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for batch, height, width in CHECK_SIZES:
-        image = torch.randn(batch, trained.in_channels, max(height, multiple), max(width, multiple))
-        (logits,) = session.run(None, {"image": image.numpy()})
-        with torch.no_grad():
-            expected = net(image).numpy()
-        if logits.shape != expected.shape:
-            raise RuntimeError(f"ONNX output {logits.shape} differs from PyTorch {expected.shape}")
-        worst = max(worst, float(np.abs(logits - expected).max()))
-    return worst
+    return _largest_difference(
+        trained, lambda image: session.run(None, {"image": image.numpy()})[0]
+    )
 
 
 class OnnxNetwork(nn.Module):
@@ -126,10 +150,13 @@ def run(cfg: DictConfig) -> Path:
     else:
         run_dir = checkpoint.resolve().parent
         run_dir = run_dir.parent if run_dir.name == "checkpoints" else run_dir
-        path = run_dir / "export" / f"{checkpoint.stem}.onnx"
-    difference = export_onnx(trained, path, int(cfg.opset))
+        path = run_dir / "export" / f"{checkpoint.stem}{FORMATS[cfg.format]}"
+    if cfg.format == "onnx":
+        difference = export_onnx(trained, path, int(cfg.opset))
+    else:
+        difference = export_torchscript(trained, path)
     meta = {
-        "format": "onnx",
+        "format": cfg.format,
         "input": "image (batch, channels, height, width), float32, normalized as below",
         "output": "logits (batch, classes, height, width); softmax over classes",
         "in_channels": trained.in_channels,
@@ -146,7 +173,7 @@ def run(cfg: DictConfig) -> Path:
     }
     sidecar_path(path).write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {path} and {sidecar_path(path).name}")
-    print(f"onnxruntime vs PyTorch on sizes {CHECK_SIZES}: max abs difference {difference:.2e}")
+    print(f"{cfg.format} vs PyTorch on sizes {CHECK_SIZES}: max abs difference {difference:.2e}")
     return path
 
 

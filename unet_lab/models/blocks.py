@@ -200,7 +200,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Mirror-pads the high end of every spatial axis up to a multiple of ``multiple``."""
     extra = [-s % multiple for s in x.shape[2:]]
     pad = [p for e in reversed(extra) for p in (0, e)]
-    if torch.compiler.is_exporting():
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
         # An exported graph takes any size: no branch on sizes, one reflection (maybe by 0).
         return F.pad(x, pad, mode="reflect")
     if not any(extra):
