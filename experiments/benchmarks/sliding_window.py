@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,7 +71,7 @@ def measure(method: str, size: int, tile: int, overlap: float, batch: int, repea
         output = predict(net, image)
         times.append(time.perf_counter() - started)
     assert output is not None
-    torch.save(output.half(), f"/tmp/sliding_window_{method}.pt")
+    torch.save(output.half(), Path(os.environ["UNET_LAB_BENCH_DIR"]) / f"{method}.pt")
     return {"times_s": times, "peak_mib_above_warmup": _peak_rss_mib() - baseline}
 
 
@@ -88,16 +90,16 @@ def main() -> None:
         return
 
     results = {}
-    for method in ("unet-lab", "monai"):
-        command = [sys.executable, __file__, "--child", method, *sys.argv[1:]]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
-        results[method]["median_s"] = statistics.median(results[method]["times_s"])
+    with tempfile.TemporaryDirectory() as outputs:
+        for method in ("unet-lab", "monai"):
+            command = [sys.executable, __file__, "--child", method, *sys.argv[1:]]
+            env = {**os.environ, "UNET_LAB_BENCH_DIR": outputs}
+            done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+            results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+            results[method]["median_s"] = statistics.median(results[method]["times_s"])
+        probabilities = [torch.load(Path(outputs) / f"{m}.pt").float() for m in results]
     ours, peer = results["unet-lab"], results["monai"]
-    difference = float(
-        (torch.load("/tmp/sliding_window_unet-lab.pt").float()
-         - torch.load("/tmp/sliding_window_monai.pt").float()).abs().max()
-    )  # fmt: skip
+    difference = float((probabilities[0] - probabilities[1]).abs().max())
     command = " ".join(["python experiments/benchmarks/sliding_window.py", *sys.argv[1:]])
     lines = [
         f"# Sliding-window inference, {args.size}x{args.size} image, tiles {args.tile}, "
