@@ -78,6 +78,10 @@ def test_multirun_gives_one_folder_per_job(tmp_path: Path) -> None:
     )
     jobs = sorted(tmp_path.glob("multirun/*/*/*_*"))
     assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1"]
+    sweep_dir = jobs[0].parent
+    table = (sweep_dir / "summary.md").read_text()
+    assert "| model.depth=1 |" in table and "| model.depth=2 |" in table
+    assert (sweep_dir / "summary.csv").exists() and (sweep_dir / "curves.png").stat().st_size > 0
     for job, depth in zip(jobs, (1, 2), strict=True):
         assert f"model.depth={depth}" in job.name
         assert json.loads((job / "metrics.json").read_text())["status"] == "completed"

@@ -15,6 +15,8 @@ commands:
               e.g. unet-lab predict ckpt_path=... input=scans/ output=masks/
   export      the network of a checkpoint as ONNX, with a JSON sidecar;
               e.g. unet-lab export ckpt_path=runs/.../checkpoints/best.ckpt
+  compare     one table (markdown, CSV) and validation curves for run or sweep folders;
+              e.g. unet-lab compare multirun/2026-11-25/10-00-00-000000
   check-data  read and check a data set and summarize it, with the same overrides as train;
               e.g. unet-lab check-data data=folder data.root=DIR data.num_classes=3
   show-aug    write a PNG grid of training images and masks as an augmentation changes them;
@@ -51,6 +53,11 @@ def main() -> None:
         from unet_lab.export import main as export_main
 
         export_main(args)
+        return
+    if command == "compare":
+        from unet_lab.compare import main as compare_main
+
+        compare_main(args)
         return
     if command == "check-data":
         from unet_lab.check_data import main as check_data_main
