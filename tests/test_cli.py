@@ -105,6 +105,19 @@ def test_a_sweep_over_model_variants(tmp_path: Path) -> None:
         assert summary["status"] == "completed" and summary["model"]["class"] == target
 
 
+def test_a_diverging_job_fails_alone_and_the_sweep_reports_it(tmp_path: Path) -> None:
+    sweep = ["-m", "optimizer.lr=0.001,1e30", "debug=fast", "logger=csv", "trainer.max_epochs=1"]
+    result = run_cli([*sweep, *TINY_DATA], cwd=tmp_path)
+    jobs = sorted(tmp_path.glob("multirun/*/*/*_*"), key=lambda j: int(j.name.split("_")[0]))
+    statuses = [json.loads((j / "metrics.json").read_text())["status"] for j in jobs]
+    assert statuses == ["completed", "failed"]
+    failed = json.loads((jobs[1] / "metrics.json").read_text())
+    assert failed["error"].startswith("FloatingPointError: training loss is nan")
+    table = (jobs[0].parent / "summary.md").read_text()
+    assert "| optimizer.lr=1e+30 | failed |" in table and "diverged" in table
+    assert "1 of 2 jobs did not complete" in result.stdout
+
+
 def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:
     # A sweep job: its folder name has '=' and ',', which Hydra's parser would reject unquoted.
     run_cli(["-m", "debug=fast", "model.depth=1", "trainer.max_epochs=1", *TINY_DATA], cwd=tmp_path)

@@ -52,6 +52,26 @@ class BestMetrics(pl.Callback):
         self.best_epoch = state_dict["best_epoch"]
 
 
+class StopOnNonFiniteLoss(pl.Callback):
+    """Stops a run whose training loss became NaN or infinite (it diverged), with an error that
+    says when, instead of training on garbage; the run is then recorded as failed."""
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step}: the run diverged (lower optimizer.lr?)"
+            )
+
+
 class ConfigInCheckpoint(pl.Callback):
     """Stores the run's resolved config (key ``unet_lab_config``) and what the data decided
     (key ``unet_lab_data``: input channels, class names, normalization with its statistics) in

@@ -160,8 +160,15 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         written = write_summary([sweep_dir], sweep_dir, str(config.get("optimized_metric")))
-        if written is not None:
-            print(f"sweep summary: {written} (and summary.csv, curves.png)")
+        if written is None:
+            return
+        rows = [run_row(run) for run in find_runs([sweep_dir])]
+        failed = [row for row in rows if row["status"] != "completed"]
+        print(f"sweep summary: {written} (and summary.csv, curves.png)")
+        if failed:
+            print(f"{len(failed)} of {len(rows)} jobs did not complete:")
+            for row in failed:
+                print(f"  {row['status']}: {row['run']}: {row['error']}")
 
 
 def main(args: Sequence[str]) -> None:

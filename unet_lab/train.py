@@ -19,6 +19,8 @@ from typing import Any, cast
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
@@ -217,7 +219,15 @@ def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
 def _hydra_main(cfg: DictConfig) -> float | None:
     # The SystemExit of a bad config passes through Hydra's job runner: a sweep stops at once.
     with input_errors_exit(full_traceback=os.environ.get(_DEBUG_ENV) == "1"):
-        summary = train(cfg)
+        try:
+            summary = train(cfg)
+        except Exception as exc:
+            if isinstance(exc, InputError) or HydraConfig.get().mode != RunMode.MULTIRUN:
+                raise
+            # One job of a sweep failed (diverged, crashed): it is recorded as failed in its
+            # metrics.json; the other jobs run, and the sweep summary lists the failure.
+            log.error("sweep job failed, the sweep goes on: %s: %s", type(exc).__name__, exc)
+            return None
     return summary["optimized_metric"]["value"]
 
 
