@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from conftest import REPO, TINY_DATA, run_cli
 from folders import write_dataset
 
@@ -116,6 +117,38 @@ def test_a_diverging_job_fails_alone_and_the_sweep_reports_it(tmp_path: Path) ->
     table = (jobs[0].parent / "summary.md").read_text()
     assert "| optimizer.lr=1e+30 | failed |" in table and "diverged" in table
     assert "1 of 2 jobs did not complete" in result.stdout
+
+
+def _sweep_jobs(tmp_path: Path) -> list[Path]:
+    jobs = [j for j in tmp_path.glob("multirun/*/*/*_*") if j.is_dir()]
+    return sorted(jobs, key=lambda j: int(j.name.split("_")[0]))
+
+
+def test_an_optuna_search_reports_the_best_trial(tmp_path: Path) -> None:
+    search = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "debug=fast"]
+    run_cli([*search, "logger=csv", "trainer.max_epochs=1", *TINY_DATA], cwd=tmp_path)
+    jobs = _sweep_jobs(tmp_path)
+    assert len(jobs) == 2
+    values = [
+        json.loads((j / "metrics.json").read_text())["optimized_metric"]["value"] for j in jobs
+    ]
+    results = yaml.safe_load((jobs[0].parent / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(max(values))
+    assert set(results["best_params"]) >= {"optimizer.lr", "model.depth", "loss"}
+    assert (jobs[0].parent / "summary.md").exists()
+
+
+def test_joblib_runs_jobs_in_parallel_with_divided_threads(tmp_path: Path) -> None:
+    sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.depth=1,2"]
+    run_cli([*sweep, "debug=fast", "logger=csv", "trainer.max_epochs=1", *TINY_DATA], cwd=tmp_path)
+    jobs = _sweep_jobs(tmp_path)
+    assert [json.loads((j / "metrics.json").read_text())["status"] for j in jobs] == [
+        "completed",
+        "completed",
+    ]
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for job in jobs:
+        assert f"2 jobs in parallel: {threads} CPU threads" in (job / "train.log").read_text()
 
 
 def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:

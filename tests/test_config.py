@@ -8,9 +8,11 @@ import pytest
 import torch
 from conftest import FAST, REPO, SMALL_UNET, TINY_DATA, compose_config, run_cli
 from folders import write_dataset
+from hydra import compose, initialize_config_module
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from unet_lab.config import CONFIG_MODULE
 from unet_lab.train import build
 
 CONF = REPO / "conf"
@@ -108,3 +110,17 @@ def test_bad_config_fails_before_training_with_one_line(
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
     assert not list(tmp_path.glob("runs/*/*")), "a failed start left a run folder behind"
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("submitit_slurm", "SlurmLauncher"),
+        ("submitit_local", "LocalLauncher"),
+        ("joblib", "JoblibLauncher"),
+    ],
+)
+def test_launcher_configs_compose(launcher: str, target: str) -> None:
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", [f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)

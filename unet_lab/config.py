@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,21 @@ def _sweep_group() -> str | None:
     return f"{sweep_dir.parent.name}_{sweep_dir.name}"
 
 
+# Longest folder name written (file systems allow 255 bytes).
+MAX_FOLDER_NAME = 160
+
+
+def short_name(name: str) -> str:
+    """``name`` if short enough, else its start and a hash of the whole (still unique and the
+    same for the same overrides, so a re-run sweep finds its job folders)."""
+    if len(name) <= MAX_FOLDER_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[: MAX_FOLDER_NAME - 12]}..{digest}"
+
+
 def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("unet_lab.short_name", short_name, replace=True)
     OmegaConf.register_new_resolver("unet_lab.run_name", _run_name, replace=True)
     OmegaConf.register_new_resolver("unet_lab.sweep_group", _sweep_group, replace=True)
 

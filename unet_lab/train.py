@@ -7,6 +7,7 @@ API is :func:`train` with a composed config.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -215,9 +216,22 @@ def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
         log.info("W&B run saved offline; upload it with: wandb sync %s", folder)
 
 
+def _divide_threads() -> None:
+    """Under a launcher that runs jobs in parallel (``hydra/launcher=joblib``), each job gets
+    its share of the CPU threads instead of all of them (no oversubscription)."""
+    n_jobs = int(HydraConfig.get().launcher.get("n_jobs") or 1)
+    if n_jobs == 1:
+        return
+    parallel = (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    torch.set_num_threads(threads)
+    log.info("%d jobs in parallel: %d CPU threads for this one", parallel, threads)
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     # The SystemExit of a bad config passes through Hydra's job runner: a sweep stops at once.
+    _divide_threads()
     with input_errors_exit(full_traceback=os.environ.get(_DEBUG_ENV) == "1"):
         try:
             summary = train(cfg)
@@ -227,7 +241,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             # One job of a sweep failed (diverged, crashed): it is recorded as failed in its
             # metrics.json; the other jobs run, and the sweep summary lists the failure.
             log.error("sweep job failed, the sweep goes on: %s: %s", type(exc).__name__, exc)
-            return None
+            return math.nan  # Optuna records a NaN trial as failed and goes on
     return summary["optimized_metric"]["value"]
 
 
