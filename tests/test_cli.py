@@ -3,8 +3,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -149,6 +151,43 @@ def test_joblib_runs_jobs_in_parallel_with_divided_threads(tmp_path: Path) -> No
     threads = max(1, (os.cpu_count() or 1) // 2)
     for job in jobs:
         assert f"2 jobs in parallel: {threads} CPU threads" in (job / "train.log").read_text()
+
+
+def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path: Path) -> None:
+    """Kill a sweep while its second job trains, re-run the command with resume=true: the
+    finished job is left alone, the interrupted one continues from its last.ckpt."""
+    sweep = [
+        "-m",
+        "model.depth=1,2",
+        "debug=fast",
+        "logger=csv",
+        "trainer.max_epochs=6",
+        *TINY_DATA,
+    ]
+    command = [sys.executable, str(REPO / "train.py"), *sweep]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("multirun/*/*/1_*/checkpoints/last.ckpt")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint of job 1"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    first, second = _sweep_jobs(tmp_path)
+    finished = (first / "metrics.json").read_text()
+    assert json.loads(finished)["status"] == "completed"
+    assert not (second / "metrics.json").exists()  # killed: no summary written
+
+    result = run_cli([*sweep, "resume=true"], cwd=tmp_path)
+    assert [p.name for p in _sweep_jobs(tmp_path)] == [first.name, second.name]  # same folders
+    assert (first / "metrics.json").read_text() == finished  # untouched
+    resumed = json.loads((second / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["epochs_completed"] == 6
+    assert "already completed, skipped" in result.stderr + result.stdout
+    assert "continuing" in (second / "train.log").read_text()
+    assert len(_csv_epochs(second)) == 6  # every epoch once, the earlier ones kept
 
 
 def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:

@@ -81,6 +81,43 @@ def resume_arguments(args: list[str]) -> list[str]:
     return earlier + args + placement
 
 
+def _is_resume_true(arg: str) -> bool:
+    key, _, value = arg.partition("=")
+    return key.lstrip("+") == "resume" and value.lower() == "true"
+
+
+def sweep_resume_arguments(args: list[str], log_dir: Path) -> list[str]:
+    """For ``-m ... resume=true``: points Hydra at the newest earlier sweep folder under
+    ``log_dir/multirun`` started with the same overrides (``resume`` aside), so that its
+    finished jobs are skipped and its unfinished ones continue (see ``train``). Without such
+    a folder the sweep starts anew."""
+    if not any(a in _MULTIRUN_FLAGS for a in args) or not any(map(_is_resume_true, args)):
+        return args
+    if any(_override_key(a) == "hydra.sweep.dir" for a in args if not a.startswith("-")):
+        return args
+    wanted = sorted(a for a in args if not a.startswith("-") and _override_key(a) != "resume")
+    records = sorted(
+        (log_dir / "multirun").glob("*/*/multirun.yaml"), key=lambda p: p.stat().st_mtime
+    )
+    for record in reversed(records):
+        task = yaml.safe_load(record.read_text())["hydra"]["overrides"]["task"]
+        if sorted(t for t in task if _override_key(t) != "resume") == wanted:
+            return [*args, f"hydra.sweep.dir={_quote(str(record.parent))}"]
+    print(
+        f"resume=true: no earlier sweep with these overrides in {log_dir / 'multirun'}: a new one"
+    )
+    return args
+
+
+def finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a run folder whose run completed, else None."""
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("status") == "completed" else None
+
+
 def discard_unstarted(run_dir: Path) -> None:
     """Removes a run folder that holds only what was written before training could start."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _START_FILES:

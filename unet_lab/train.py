@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
@@ -33,7 +33,14 @@ from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.errors import ConfigError, InputError, input_errors_exit
 from unet_lab.module import SegmentationModule
 from unet_lab.precision import resolve_precision
-from unet_lab.runs import discard_unstarted, resume_arguments, write_summary
+from unet_lab.runs import (
+    CHECKPOINT_DIR,
+    discard_unstarted,
+    finished_summary,
+    resume_arguments,
+    sweep_resume_arguments,
+    write_summary,
+)
 from unet_lab.wandb_logging import finish_wandb
 
 log = logging.getLogger("unet_lab")
@@ -232,6 +239,17 @@ def _divide_threads() -> None:
 def _hydra_main(cfg: DictConfig) -> float | None:
     # The SystemExit of a bad config passes through Hydra's job runner: a sweep stops at once.
     _divide_threads()
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume"):
+        done = finished_summary(run_dir)
+        if done is not None:
+            log.info("resume=true: %s already completed, skipped", run_dir)
+            return done["optimized_metric"]["value"]
+        last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+        if last.is_file() and cfg.get("ckpt_path") is None:
+            log.info("resume=true: continuing %s from %s", run_dir, last.name)
+            with open_dict(cfg):
+                cfg.ckpt_path = str(last)
     with input_errors_exit(full_traceback=os.environ.get(_DEBUG_ENV) == "1"):
         try:
             summary = train(cfg)
@@ -248,7 +266,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: resume handling, then Hydra; config mistakes print one line."""
     args = sys.argv[1:] if argv is None else argv
-    sys.argv = [sys.argv[0], *resume_arguments(args)]
+    log_dir = Path(os.environ.get("UNET_LAB_LOG_DIR", "."))
+    for arg in args:
+        if arg.split("=", 1)[0] == "paths.log_dir":
+            log_dir = Path(arg.split("=", 1)[1])
+    args = sweep_resume_arguments(resume_arguments(args), log_dir)
+    sys.argv = [sys.argv[0], *args]
     os.environ.setdefault(_DEBUG_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     torch.set_float32_matmul_precision("high")
