@@ -91,6 +91,7 @@ def test_multirun_gives_one_folder_per_job(tmp_path: Path) -> None:
         assert (job / "checkpoints" / "last.ckpt").exists()
         wandb = _wandb_summary(job)
         assert wandb["config"]["model"]["depth"] == depth
+        assert str(wandb["config"]["model.depth"]) == str(depth)  # swept key at the top level
         assert f"model.depth={depth}" in wandb["name"]
         sweep_dir = job.parent
         group = f"{sweep_dir.parent.name}_{sweep_dir.name}"

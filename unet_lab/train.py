@@ -118,6 +118,14 @@ def build_network(model_cfg: DictConfig, datamodule: InMemoryDataModule, loss: A
     )
 
 
+def _job_overrides() -> dict[str, str]:
+    """``{key: value}`` of the command-line overrides of this Hydra job (none outside Hydra)."""
+    if not HydraConfig.initialized():
+        return {}
+    pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    return {key.lstrip("+~"): value for key, value in pairs if not key.startswith("hydra")}
+
+
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
     return (
         trainer.checkpoint_callback
@@ -152,8 +160,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         parameters / 1e6,
         getattr(module.net, "channels", "?"),
     )
+    overrides = _job_overrides()
     for logger in trainer.loggers:
-        logger.log_hyperparams(experiment.config)
+        # The job's own overrides also as top-level keys ("model.depth": 4), so a W&B table of
+        # a sweep shows the swept keys as columns.
+        logger.log_hyperparams({**experiment.config, **overrides})
 
     summary: dict[str, Any] = {"status": "running", "run_dir": str(run_dir)}
     try:
