@@ -89,8 +89,10 @@ class SegmentationModule(pl.LightningModule):
         self.ignore_index = ignore_index
         self.boundary_class = boundary_class
         # Rand error per stage ("val", "test"), only for boundary maps.
-        self.rand_errors = nn.ModuleDict(
-            {} if boundary_class is None else {"val": MeanMetric(), "test": MeanMetric()}
+        self.rand_errors = (
+            None
+            if boundary_class is None
+            else nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         )
         self.window = (
             SlidingWindowPredictor(eval_tile_size, eval_overlap) if eval_tile_size else None
@@ -126,7 +128,7 @@ class SegmentationModule(pl.LightningModule):
         getattr(self, f"{stage}_scores").update(preds, target)
         if stage == "test" and self.test_surface is not None:
             self.test_surface.update(preds, target)
-        if stage != "train" and self.boundary_class is not None:
+        if stage != "train" and self.rand_errors is not None and self.boundary_class is not None:
             rand_error = cast(MeanMetric, self.rand_errors[stage])
             for predicted, truth in zip(preds.cpu().numpy(), target.cpu().numpy(), strict=True):
                 rand_error.update(
@@ -158,7 +160,7 @@ class SegmentationModule(pl.LightningModule):
         if stage == "test" and self.test_surface is not None:
             values.update({f"test/{k}": v for k, v in self.test_surface.compute().items()})
             self.test_surface.reset()
-        if stage != "train" and self.boundary_class is not None:
+        if stage != "train" and self.rand_errors is not None:
             rand_error = cast(MeanMetric, self.rand_errors[stage])
             values[f"{stage}/rand_error"] = rand_error.compute()
             rand_error.reset()
