@@ -94,7 +94,8 @@ def evaluate(
                 {f"{k}_{class_name}": image_scores[f"{k}_{class_name}"] for k in ("dice", "hd95")}
             )
         rows.append(row)
-        pictures.append((image, mask, prediction[0].numpy()))
+        labels = prediction[0].numpy().astype(np.uint8 if len(names) <= 256 else np.uint16)
+        pictures.append((image, mask, labels))  # images are in memory already; labels small
     split_scores = {k: float(v) for k, v in {**scores.compute(), **surfaces.compute()}.items()}
     return split_scores, rows, pictures
 

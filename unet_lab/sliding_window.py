@@ -70,13 +70,21 @@ class SlidingWindowPredictor:
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.tta = tta
         self.progress = progress
+        self._margins: dict[tuple[int, int], int] = {}
 
     def _margin(self, net: nn.Module, image: torch.Tensor, device: torch.device) -> int:
-        """Pixels a tile loses per border in the network (unpadded networks), measured."""
-        size = (1, image.shape[0], self.tile_size, self.tile_size)
-        probe = torch.zeros(size, dtype=image.dtype, device=device)
-        with torch.inference_mode():
-            return (self.tile_size - int(net(probe).shape[-1])) // 2
+        """Pixels a tile loses per border in the network: its ``output_margin`` if it says,
+        else measured once with a blank tile (and remembered)."""
+        known = getattr(net, "output_margin", None)
+        if known is not None:
+            return int(known)
+        key = (id(net), image.shape[0])
+        if key not in self._margins:
+            size = (1, image.shape[0], self.tile_size, self.tile_size)
+            probe = torch.zeros(size, dtype=image.dtype, device=device)
+            with torch.inference_mode():
+                self._margins[key] = (self.tile_size - int(net(probe).shape[-1])) // 2
+        return self._margins[key]
 
     def __call__(self, net: nn.Module, image: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(classes, H, W)`` for ``image`` ``(C, H, W)`` (normalized)."""

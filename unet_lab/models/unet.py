@@ -77,6 +77,11 @@ class UNetFamily(nn.Module):
         """Spatial sizes that need no padding are multiples of this (the pooling grid)."""
         return 2**self.depth
 
+    @property
+    def output_margin(self) -> int:
+        """Pixels the output lacks on each border (padded networks: none)."""
+        return 0
+
 
 class CheckpointedRunner:
     """Runs a block directly, or through ``torch.utils.checkpoint`` (activations recomputed in

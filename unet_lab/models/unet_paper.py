@@ -85,6 +85,11 @@ class UNetPaper(UNetFamily):
         )
         self.head = conv(spatial_dims)(c[0], num_classes, 1)
 
+    @property
+    def output_margin(self) -> int:
+        """Pixels the output lacks on each border (0 with ``context=mirror``)."""
+        return self.margin if self.context == "none" else 0
+
     def check_size(self, size: int) -> None:
         """Raises an :class:`InputError` listing the nearest valid sizes for an invalid one."""
         if output_size(size, self.depth) is not None:
