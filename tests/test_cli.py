@@ -154,6 +154,14 @@ def test_joblib_runs_jobs_in_parallel_with_divided_threads(tmp_path: Path) -> No
         assert f"2 jobs in parallel: {threads} CPU threads" in (job / "train.log").read_text()
 
 
+def test_submitit_local_runs_a_job_like_a_cluster_would(tmp_path: Path) -> None:
+    sweep = ["-m", "hydra/launcher=submitit_local", "model.depth=1", "debug=fast", "logger=csv"]
+    run_cli([*sweep, "trainer.max_epochs=1", *TINY_DATA], cwd=tmp_path)
+    (job,) = _sweep_jobs(tmp_path)
+    assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+    assert (job.parent / "summary.md").exists()
+
+
 def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path: Path) -> None:
     """Kill a sweep while its second job trains, re-run the command with resume=true: the
     finished job is left alone, the interrupted one continues from its last.ckpt."""
