@@ -102,8 +102,17 @@ def test_a_sweep_over_model_variants(tmp_path: Path) -> None:
     models = ["unet", "unet_plusplus", "attention_unet"]
     sweep = ["-m", f"model={','.join(models)}", "model.depth=2", "model.width=4"]
     run_cli([*sweep, "debug=fast", "logger=csv", "trainer.max_epochs=1", *TINY_DATA], cwd=tmp_path)
-    jobs = sorted(tmp_path.glob("multirun/*/*/*_*"), key=lambda j: int(j.name.split("_")[0]))
-    assert [j.name.split("model=")[1].split(",")[0] for j in jobs] == models
+    jobs = _sweep_jobs(tmp_path)
+    chosen = [
+        next(
+            o
+            for o in yaml.safe_load((j / ".hydra" / "overrides.yaml").read_text())
+            if o.startswith("model=")
+        )
+        for j in jobs
+    ]
+    assert chosen == [f"model={m}" for m in models]
+    assert all(len(j.name) <= 160 for j in jobs)  # long override lists are shortened
     for job, target in zip(jobs, ["UNet", "UNetPlusPlus", "UNet"], strict=True):
         summary = json.loads((job / "metrics.json").read_text())
         assert summary["status"] == "completed" and summary["model"]["class"] == target
