@@ -139,11 +139,16 @@ def plot_curves(runs: Sequence[Path], labels: Sequence[str], metric: str, path: 
     from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    seen: set[int] = set()
     for run, label in zip(runs, labels, strict=True):
         epochs, values = _curve(run, metric)
         if epochs:
             axes.plot(epochs, values, marker="o", markersize=3, label=label)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            seen.update(epochs)
+    if 0 < len(seen) <= 20:
+        axes.set_xticks(sorted(seen))  # whole epochs, also for a single one
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
     axes.grid(alpha=0.3)
