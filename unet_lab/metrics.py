@@ -18,6 +18,20 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 
+def class_names_or_default(num_classes: int, class_names: Sequence[str] | None) -> list[str]:
+    """The given names, or ``class0``, ``class1``, ...; their count must match."""
+    names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(names)} names for {num_classes} classes")
+    return names
+
+
+def first_scored_class(num_classes: int, include_background: bool) -> int:
+    """Index of the first class in the means: 1 (foreground only) unless the background is
+    included or there is a single class."""
+    return 0 if include_background or num_classes == 1 else 1
+
+
 def scores_from_confusion(
     confmat: torch.Tensor,
     class_names: Sequence[str],
@@ -33,7 +47,7 @@ def scores_from_confusion(
     present = union > 0
     dice = torch.where(present, 2 * true_positive / (target_total + pred_total), nan)
     iou = torch.where(present, true_positive / union, nan)
-    mean_from = 0 if include_background or len(class_names) == 1 else 1
+    mean_from = first_scored_class(len(class_names), include_background)
     scores = {
         "dice": dice[mean_from:].nanmean(),
         "iou": iou[mean_from:].nanmean(),
@@ -56,10 +70,7 @@ class SegmentationScores(MulticlassConfusionMatrix):
         include_background: bool = False,
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
-        names = list(class_names) if class_names else [f"class{i}" for i in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"class_names has {len(names)} names for {num_classes} classes")
-        self.class_names = names
+        self.class_names = class_names_or_default(num_classes, class_names)
         self.include_background = include_background
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]

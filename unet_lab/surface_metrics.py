@@ -25,6 +25,8 @@ from scipy import ndimage
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from unet_lab.metrics import class_names_or_default, first_scored_class
+
 
 def surface_distances(prediction: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distances from each surface pixel of ``prediction`` to the surface of ``truth``, and
@@ -66,7 +68,7 @@ class SurfaceDistances(Metric):
         include_background: bool = False,
     ) -> None:
         super().__init__()
-        self.class_names = list(class_names or [f"class{i}" for i in range(num_classes)])
+        self.class_names = class_names_or_default(num_classes, class_names)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.include_background = include_background
@@ -91,7 +93,7 @@ class SurfaceDistances(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         values = dim_zero_cat(self.values)
         per_class = values.nanmean(dim=0)  # (classes, 2)
-        first = 0 if self.include_background or self.num_classes == 1 else 1
+        first = first_scored_class(self.num_classes, self.include_background)
         means = per_class[first:].nanmean(dim=0)
         scores = {"hd95": means[0], "asd": means[1]}
         for index, name in enumerate(self.class_names):
