@@ -18,6 +18,7 @@ from unet_lab.train import build
 CONF = REPO / "conf"
 # Groups whose options are whole run set-ups rather than swappable parts.
 SKIP_GROUPS = {"hydra", "paths", "debug", "experiment"}
+GPU_TRAINERS = {"gpu", "ddp", "multinode"}
 OPTIONS = sorted(
     (path.parent.name, path.stem)
     for path in CONF.glob("*/*.yaml")
@@ -27,14 +28,18 @@ OPTIONS = sorted(
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS)
 def test_every_option_builds(group: str, option: str, tmp_path: Path) -> None:
-    if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
-        pytest.skip("trainer=gpu needs a CUDA device")
+    on_cpu: list[str] = []
+    if group == "trainer" and option in GPU_TRAINERS and not torch.cuda.is_available():
+        # Everything of the preset but the device: the same trainer on CPU processes.
+        on_cpu = ["trainer.accelerator=cpu"]
+        if option != "gpu":
+            on_cpu += ["trainer.devices=2", "trainer.sync_batchnorm=false"]
     folder = write_dataset(tmp_path / "data", num_classes=2) if option == "folder" else None
     data = [f"data.root={folder}"] if folder else TINY_DATA
     if (group, option) == ("loss", "bce"):
         data = [*data, "data.num_classes=2"]  # a single-output loss needs binary data
     fast = [o for o in FAST if o not in SMALL_UNET] if group == "model" else FAST
-    experiment = build(compose_config(tmp_path, [*fast, f"{group}={option}", *data]))
+    experiment = build(compose_config(tmp_path, [*fast, f"{group}={option}", *data, *on_cpu]))
     assert experiment.trainer.max_epochs == 2
 
 

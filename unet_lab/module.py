@@ -86,6 +86,7 @@ class SegmentationModule(pl.LightningModule):
             if surface_distances
             else None
         )
+        self.mean_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self.ignore_index = ignore_index
         self.boundary_class = boundary_class
         # Rand error per stage ("val", "test"), only for boundary maps.
@@ -134,15 +135,15 @@ class SegmentationModule(pl.LightningModule):
                 rand_error.update(
                     boundary_rand_error(predicted, truth, self.boundary_class, self.ignore_index)
                 )
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch["image"].shape[0],
-            sync_dist=stage != "train",
-        )
+        batch_size = batch["image"].shape[0]
+        if stage == "train":
+            self.log("train/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        else:
+            # A metric object: the epoch's mean over every image of all ranks (exact also when
+            # ranks hold different numbers of images).
+            mean_loss = cast(MeanMetric, self.mean_losses[stage])
+            mean_loss.update(loss.detach(), weight=batch_size)
+            self.log(f"{stage}/loss", mean_loss, on_epoch=True, prog_bar=True)
         return {"loss": loss, "preds": preds, "target": target}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:

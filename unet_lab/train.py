@@ -30,6 +30,7 @@ from torch import nn
 from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
+from unet_lab.distributed import is_rank_zero, local_ranks, shared_run_folder_arguments
 from unet_lab.errors import ConfigError, InputError, input_errors_exit
 from unet_lab.module import SegmentationModule
 from unet_lab.precision import resolve_precision
@@ -143,12 +144,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains as ``cfg`` says and returns the run summary (also written to ``metrics.json``)."""
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir).resolve()
+    if not is_rank_zero():
+        log.setLevel(logging.WARNING)  # one process (rank 0) tells what happens
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     try:
         experiment = build(cfg)
     except InputError:
-        if cfg.get("ckpt_path") is None:
+        if cfg.get("ckpt_path") is None and is_rank_zero():
             discard_unstarted(run_dir)
         raise
     trainer, module = experiment.trainer, experiment.module
@@ -160,6 +163,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         parameters / 1e6,
         getattr(module.net, "channels", "?"),
     )
+    _log_batch_size(trainer, experiment.datamodule.batch_size)
     overrides = _job_overrides()
     for logger in trainer.loggers:
         # The job's own overrides also as top-level keys ("model.depth": 4), so a W&B table of
@@ -168,17 +172,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     summary: dict[str, Any] = {"status": "running", "run_dir": str(run_dir)}
     try:
-        trainer.fit(module, datamodule=experiment.datamodule, ckpt_path=cfg.get("ckpt_path"))
-        checkpoint = _checkpoint_callback(trainer)
-        best_path = checkpoint.best_model_path if checkpoint else ""
-        test: dict[str, float] = {}
-        if cfg.get("test") and not experiment.datamodule.has_split("test"):
-            log.info("the data has no test split: skipping the test")
-        elif cfg.get("test") and not trainer.interrupted:
-            results = trainer.test(
-                module, datamodule=experiment.datamodule, ckpt_path=best_path or None
-            )
-            test = _scores(results[0] if results else {}, "test")
+        with local_ranks(trainer, experiment.config):
+            trainer.fit(module, datamodule=experiment.datamodule, ckpt_path=cfg.get("ckpt_path"))
+            checkpoint = _checkpoint_callback(trainer)
+            best_path = checkpoint.best_model_path if checkpoint else ""
+            test: dict[str, float] = {}
+            if cfg.get("test") and not experiment.datamodule.has_split("test"):
+                log.info("the data has no test split: skipping the test")
+            elif cfg.get("test") and not trainer.interrupted:
+                results = trainer.test(
+                    module, datamodule=experiment.datamodule, ckpt_path=best_path or None
+                )
+                test = _scores(results[0] if results else {}, "test")
         best = experiment.best_metrics
         summary.update(
             status="interrupted" if trainer.interrupted else "completed",
@@ -195,6 +200,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             test=test,
             model={"class": type(module.net).__name__, "parameters": parameters},
             precision=str(trainer.precision),
+            processes=trainer.world_size,
         )
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -214,6 +220,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_summary(run_dir, summary)
             _report(summary, finish_wandb(run_dir))
     return summary
+
+
+def _log_batch_size(trainer: pl.Trainer, batch_size: int) -> None:
+    """``data.batch_size`` is per device; says what one optimizer step sees in all."""
+    processes = trainer.num_devices * trainer.num_nodes
+    accumulate = trainer.accumulate_grad_batches
+    if processes * accumulate > 1:
+        log.info(
+            "batch size: %d per device x %d devices x %d accumulated = %d per optimizer step",
+            batch_size,
+            processes,
+            accumulate,
+            batch_size * processes * accumulate,
+        )
 
 
 def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
@@ -281,12 +301,12 @@ def main(argv: list[str] | None = None) -> None:
     for arg in args:
         if arg.split("=", 1)[0] == "paths.log_dir":
             log_dir = Path(arg.split("=", 1)[1])
-    args = sweep_resume_arguments(resume_arguments(args), log_dir)
-    sys.argv = [sys.argv[0], *args]
     os.environ.setdefault(_DEBUG_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     torch.set_float32_matmul_precision("high")
     for pattern in _KNOWN_HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     with input_errors_exit(full_traceback=os.environ[_DEBUG_ENV] == "1"):
+        args = sweep_resume_arguments(resume_arguments(args), log_dir)
+        sys.argv = [sys.argv[0], *shared_run_folder_arguments(args)]
         _hydra_main()

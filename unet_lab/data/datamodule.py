@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import albumentations as A
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler
 
 from unet_lab.data.dataset import SegmentationArrayDataset
 from unet_lab.data.normalization import Normalizer
@@ -82,14 +83,28 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self.batch_size
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = None if shuffle else self._evaluation_sampler(dataset)
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size if shuffle else self.eval_batch_size(),
             shuffle=shuffle,
-            drop_last=shuffle and len(self.datasets[split]) > self.batch_size,
+            sampler=sampler,
+            drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self._on_gpu(),
+        )
+
+    def _evaluation_sampler(self, dataset: SegmentationArrayDataset) -> Sampler | None:
+        """Under DDP, each validation/test image on exactly one rank (Lightning's default
+        sampler pads the ranks to equal length with repeats, which would count images twice
+        in the scores)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
     def _on_gpu(self) -> bool:
