@@ -95,7 +95,9 @@ def test_multirun_gives_one_folder_per_job(tmp_path: Path) -> None:
         assert f"model.depth={depth}" in wandb["name"]
         sweep_dir = job.parent
         group = f"{sweep_dir.parent.name}_{sweep_dir.name}"
-        assert _wandb_run_record(job)["run_group"] == group
+        record = _wandb_run_record(job)
+        assert record["run_group"] == group
+        assert {"model:unet", "data:synthetic", "sweep"} <= set(record["tags"])
 
 
 def test_a_sweep_over_model_variants(tmp_path: Path) -> None:

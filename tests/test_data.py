@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unet_lab.data import SegmentationArrayDataset, SyntheticShapesDataModule, compose
+from unet_lab.data.datamodule import auto_workers
 from unet_lab.data.dataset import as_unit_float
 from unet_lab.validation import InvalidArgumentError
 
@@ -122,3 +123,24 @@ def test_fixed_normalization_needs_its_statistics() -> None:
         _datamodule(normalization="fixed")
     with pytest.raises(InvalidArgumentError, match="normalization"):
         _datamodule(normalization="minmax")
+
+
+@pytest.mark.parametrize(
+    ("cpus", "on_gpu", "processes", "workers"),
+    [
+        (2, False, 1, 0),  # this machine: loading stays in the training process
+        (16, False, 1, 4),
+        (8, False, 1, 2),
+        (16, True, 1, 8),
+        (16, True, 4, 3),
+        (2, True, 2, 0),
+    ],
+)
+def test_auto_workers_follow_the_cpus_of_each_process(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, on_gpu: bool, processes: int, workers: int
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cpus)))
+    assert auto_workers(on_gpu, processes) == workers
+    data = SyntheticShapesDataModule(image_size=32, train_size=8, val_size=4, test_size=4)
+    data.setup("fit")
+    assert data.train_dataloader().num_workers == auto_workers(False, 1)

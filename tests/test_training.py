@@ -4,10 +4,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import FAST, TINY_DATA, compose_config
 
 from unet_lab.callbacks import ConfigInCheckpoint
+from unet_lab.inference import load_trained
 from unet_lab.train import build, train
 
 SMALL = [
@@ -60,3 +62,13 @@ def test_surface_distances_and_rand_error_are_logged(tmp_path: Path) -> None:
     assert {"hd95", "asd", "hd95_shape", "asd_shape", "rand_error"} <= set(summary["test"])
     assert all(0 <= summary["test"][k] < 100 for k in ("hd95", "asd"))  # pixels, 32 px images
     assert 0.0 <= summary["val"]["rand_error"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_compiled_network_trains_and_its_checkpoint_loads(tmp_path: Path) -> None:
+    """``module.compile=true`` (``torch.compile`` in place): checkpoints keep the plain names."""
+    overrides = [*FAST, *TINY_DATA, "module.compile=true", "trainer.max_epochs=1", "test=false"]
+    summary = train(compose_config(tmp_path, overrides))
+    assert summary["status"] == "completed"
+    trained = load_trained(tmp_path / summary["best_checkpoint"])  # strict: same keys as UNet
+    assert not any("_orig_mod" in key for key in trained.net.state_dict())

@@ -34,6 +34,21 @@ def _sweep_group() -> str | None:
     return f"{sweep_dir.parent.name}_{sweep_dir.name}"
 
 
+# Config groups whose choice becomes a W&B tag ("model:unet").
+_TAGGED_GROUPS = ("experiment", "data", "model", "loss", "augmentation", "trainer")
+
+
+def _run_tags() -> list[str]:
+    """W&B tags of a run: its choice in each main config group, and ``sweep`` for sweep jobs,
+    so the runs table filters by model, data or loss at a click."""
+    if not HydraConfig.initialized():
+        return []
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    tags = [f"{g}:{choices[g]}" for g in _TAGGED_GROUPS if choices.get(g) not in (None, "None")]
+    return [*tags, "sweep"] if hydra_cfg.mode == RunMode.MULTIRUN else tags
+
+
 # Longest folder name written (file systems allow 255 bytes).
 MAX_FOLDER_NAME = 160
 
@@ -51,6 +66,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("unet_lab.short_name", short_name, replace=True)
     OmegaConf.register_new_resolver("unet_lab.run_name", _run_name, replace=True)
     OmegaConf.register_new_resolver("unet_lab.sweep_group", _sweep_group, replace=True)
+    OmegaConf.register_new_resolver("unet_lab.run_tags", _run_tags, replace=True)
 
 
 register_resolvers()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from collections.abc import Sequence
 
@@ -25,7 +26,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     ``train_transform`` is applied to training samples, ``eval_transform`` to validation and test
     samples (usually nothing, so evaluation sees the data as it is). ``normalization``,
     ``mean`` and ``std`` configure the :class:`Normalizer`; ``dataset`` statistics come from the
-    training split, computed once. Subclasses set ``in_channels``.
+    training split, computed once. ``num_workers="auto"``: see :func:`auto_workers`. Subclasses
+    set ``in_channels``.
     """
 
     in_channels: int
@@ -33,7 +35,7 @@ class InMemoryDataModule(pl.LightningDataModule):
     def __init__(
         self,
         batch_size: int,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         train_transform: A.Compose | None = None,
         eval_transform: A.Compose | None = None,
         normalization: str = "image",
@@ -43,7 +45,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         super().__init__()
         self.normalizer = Normalizer(normalization, mean, std)
         self.batch_size = check_int("batch_size", batch_size, 1)
-        self.num_workers = check_int("num_workers", num_workers, 0)
+        self.num_workers = (
+            "auto" if num_workers == "auto" else check_int("num_workers", num_workers, 0)
+        )
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.datasets: dict[str, SegmentationArrayDataset] = {}
@@ -85,16 +89,23 @@ class InMemoryDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         sampler = None if shuffle else self._evaluation_sampler(dataset)
+        workers = self._workers()
         return DataLoader(
             dataset,
             batch_size=self.batch_size if shuffle else self.eval_batch_size(),
             shuffle=shuffle,
             sampler=sampler,
             drop_last=shuffle and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=self._on_gpu(),
         )
+
+    def _workers(self) -> int:
+        if isinstance(self.num_workers, int):
+            return self.num_workers
+        processes = self.trainer.num_devices if self.trainer is not None else 1
+        return auto_workers(self._on_gpu(), processes)
 
     def _evaluation_sampler(self, dataset: SegmentationArrayDataset) -> Sampler | None:
         """Under DDP, each validation/test image on exactly one rank (Lightning's default
@@ -118,3 +129,15 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def auto_workers(on_gpu: bool, processes: int = 1) -> int:
+    """DataLoader workers for ``num_workers=auto``, from the CPUs each of this machine's
+    ``processes`` has: on a GPU, all but one of them (up to 8) prepare batches while the GPU
+    computes; on a CPU the model's own operations already use every core, so loading stays in
+    the training process unless there are more than 4 CPUs per process (then a quarter, up to
+    4, for the augmentation)."""
+    cpus = max(1, len(os.sched_getaffinity(0)) // max(1, processes))
+    if on_gpu:
+        return min(8, cpus - 1)
+    return 0 if cpus <= 4 else min(4, cpus // 4)

@@ -83,7 +83,7 @@ class FolderDataModule(InMemoryDataModule):
         samples_per_epoch: int | None = None,
         split_file: str | None = None,
         batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         train_transform: A.Compose | None = None,
         eval_transform: A.Compose | None = None,
         normalization: str = "image",

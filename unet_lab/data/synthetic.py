@@ -32,7 +32,7 @@ class SyntheticShapesDataModule(InMemoryDataModule):
         noise: float = 0.08,
         seed: int = 0,
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         train_transform: A.Compose | None = None,
         eval_transform: A.Compose | None = None,
         normalization: str = "image",
