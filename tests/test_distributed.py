@@ -42,9 +42,11 @@ def _summary(run: Path) -> dict:
 
 
 def test_a_ddp_run_writes_one_folder_and_scores_like_one_process(tmp_path: Path) -> None:
-    result = run_cli(DDP, cwd=tmp_path)
+    result = run_cli([*DDP, "logger=default"], cwd=tmp_path)  # CSV and W&B (offline)
     (run,) = _run_folders(tmp_path)
     summary = _summary(run)
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")  # one W&B run, by rank 0
+    assert wandb_run.name.endswith((run / "wandb" / "run_id").read_text().strip())
     assert summary["status"] == "completed"
     assert summary["processes"] == 2
     assert "4 per device x 2 devices x 1 accumulated = 8" in (run / "train.log").read_text()

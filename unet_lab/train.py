@@ -203,7 +203,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             processes=trainer.world_size,
         )
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:  # W&B run: rank 0
                 logger.experiment.summary.update(
                     {
                         "best_epoch": best.best_epoch,

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import WandbLogger
 
+from unet_lab.distributed import is_rank_zero
 from unet_lab.validation import check_choice
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def wandb_logger(
         group=group,
         tags=list(tags or []),
         entity=entity,
-        id=_run_id(folder),
+        id=_run_id(folder) if is_rank_zero() else None,  # only rank 0 starts a W&B run
         resume="allow",
         mode=resolve_mode(mode),
         settings=wandb.Settings(init_timeout=30, console="off"),
