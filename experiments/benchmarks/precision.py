@@ -27,13 +27,19 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 from common import machine  # noqa: E402
 
-# (name, overrides): fp32 first, the reference of the ratios.
-SETTINGS = [
-    ("fp32", ["trainer.precision=32-true", "module.channels_last=false"]),
-    ("fp32 + channels_last", ["trainer.precision=32-true", "module.channels_last=true"]),
-    ("bf16-mixed", ["trainer.precision=bf16-mixed", "module.channels_last=false"]),
-    ("bf16-mixed + channels_last", ["trainer.precision=bf16-mixed", "module.channels_last=true"]),
-]
+# name -> overrides; fp32 is the reference of the differences and ratios.
+SETTINGS = {
+    "fp32": ["trainer.precision=32-true", "module.channels_last=false"],
+    "fp32+cl": ["trainer.precision=32-true", "module.channels_last=true"],
+    "bf16": ["trainer.precision=bf16-mixed", "module.channels_last=false"],
+    "bf16+cl": ["trainer.precision=bf16-mixed", "module.channels_last=true"],
+}
+LABELS = {
+    "fp32": "fp32",
+    "fp32+cl": "fp32 + channels_last",
+    "bf16": "bf16-mixed",
+    "bf16+cl": "bf16-mixed + channels_last (default)",
+}
 
 
 def train(overrides: list[str], workdir: Path) -> dict:
@@ -58,15 +64,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--name", default="precision", help="output file stem")
     parser.add_argument("--overrides", nargs="*", default=[], help="for every run")
     args = parser.parse_args()
 
-    runs: dict[str, list[dict]] = {name: [] for name, _ in SETTINGS}
+    names = ["fp32", *(n for n in args.settings if n != "fp32")]  # fp32: the reference
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:  # settings side by side within each seed
-            for name, overrides in SETTINGS:
-                workdir = Path(tmp) / f"{name.replace(' ', '')}-{seed}"
+            for name in names:
+                overrides = SETTINGS[name]
+                workdir = Path(tmp) / f"{name}-{seed}"
                 workdir.mkdir()
                 run = [
                     *overrides,
@@ -86,17 +95,17 @@ def main() -> None:
                 )
                 print(f"seed {seed} {name}: {runs[name][-1]}", flush=True)
 
-    reference = runs[SETTINGS[0][0]]
+    reference = runs["fp32"]
     noise = max(r["val_dice"] for r in reference) - min(r["val_dice"] for r in reference)
     rows = []
-    for name, _ in SETTINGS:
+    for name in names:
         results = runs[name]
         differences = [
             r["val_dice"] - f["val_dice"] for r, f in zip(results, reference, strict=True)
         ]
         rows.append(
             {
-                "setting": name,
+                "setting": LABELS[name],
                 "val_dice_median": statistics.median(r["val_dice"] for r in results),
                 "test_dice_median": statistics.median(r["test_dice"] for r in results),
                 "val_dice_paired_difference_max": max(differences, key=abs),
