@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 import pytest
 from conftest import FAST, compose_config, run_cli
+from folders import write_dataset
 from hydra import compose, initialize_config_module
 
 from unet_lab.config import CONFIG_MODULE
@@ -41,9 +42,23 @@ def _summary(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def test_a_ddp_run_writes_one_folder_and_scores_like_one_process(tmp_path: Path) -> None:
-    result = run_cli([*DDP, "logger=default"], cwd=tmp_path)  # CSV and W&B (offline)
-    (run,) = _run_folders(tmp_path)
+@pytest.mark.parametrize("data", ["synthetic", "folder"])
+def test_a_ddp_run_writes_one_folder_and_scores_like_one_process(data: str, tmp_path: Path) -> None:
+    """Also on a folder data set: every rank must hold the same split (same seed) for the
+    scores to match."""
+    overrides = [*DDP, "logger=default"]  # CSV and W&B (offline)
+    if data == "folder":
+        root = write_dataset(tmp_path / "data", count=23, num_classes=3)
+        folder = [
+            "data=folder",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.test_fraction=0.3",
+        ]
+        overrides = [o for o in overrides if o not in DATA] + [*folder, "data.batch_size=4"]
+    (tmp_path / "work").mkdir()
+    result = run_cli(overrides, cwd=tmp_path / "work")
+    (run,) = _run_folders(tmp_path / "work")
     summary = _summary(run)
     (wandb_run,) = (run / "wandb").glob("offline-run-*")  # one W&B run, by rank 0
     assert wandb_run.name.endswith((run / "wandb" / "run_id").read_text().strip())
@@ -53,7 +68,7 @@ def test_a_ddp_run_writes_one_folder_and_scores_like_one_process(tmp_path: Path)
     assert "Traceback" not in result.stderr
 
     # The same best checkpoint tested by one process on the same data.
-    cfg = compose_config(tmp_path / "single", [*DDP[1:], "trainer=cpu"])
+    cfg = compose_config(tmp_path / "single", [*overrides[1:], "trainer=cpu"])
     experiment = build(cfg)
     (single,) = experiment.trainer.test(
         experiment.module,

@@ -14,6 +14,7 @@ import numpy as np
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule
 from unet_lab.data.files import DataError, list_images, read_image, read_mask
 from unet_lab.data.labels import LabelMapping
+from unet_lab.distributed import is_rank_zero
 from unet_lab.validation import check_float, check_int
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class FolderDataModule(InMemoryDataModule):
         )
         if samples_per_epoch is not None:
             self.samples_per_epoch = check_int("samples_per_epoch", samples_per_epoch, 1)
-        if split_file:
+        if split_file and is_rank_zero():  # every rank has the same split (same seed)
             self._write_split(Path(split_file))
 
     @property
