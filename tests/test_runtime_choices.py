@@ -44,3 +44,16 @@ def test_auto_precision_on_cpu(monkeypatch, fast_bf16: bool, expected: str) -> N
 def test_explicit_precision_is_kept() -> None:
     assert precision.resolve_precision("16-mixed", "cpu") == "16-mixed"
     assert precision.resolve_precision("32-true") == "32-true"
+
+
+@pytest.mark.parametrize(
+    ("bf16", "expected"),
+    [(True, "bf16-mixed"), (False, "16-mixed")],  # Ampere+ | older GPUs
+)
+def test_auto_precision_on_gpus_is_logged(monkeypatch, caplog, bf16: bool, expected: str) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda including_emulation=True: bf16)
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda *a: "Tesla V100")
+    with caplog.at_level("INFO", logger="unet_lab.precision"):
+        assert precision.resolve_precision("auto", "auto") == expected
+    assert f"precision: auto -> {expected} (GPU Tesla V100)" in caplog.text

@@ -72,3 +72,17 @@ def test_a_compiled_network_trains_and_its_checkpoint_loads(tmp_path: Path) -> N
     assert summary["status"] == "completed"
     trained = load_trained(tmp_path / summary["best_checkpoint"])  # strict: same keys as UNet
     assert not any("_orig_mod" in key for key in trained.net.state_dict())
+
+
+def test_accumulation_and_clipping(tmp_path: Path) -> None:
+    """Two batches per optimizer step: half the steps of the plain run, same epochs."""
+    base = [*FAST, *TINY_DATA, "test=false", "trainer.limit_train_batches=4"]
+    plain = train(compose_config(tmp_path / "plain", base))
+    accumulated = train(
+        compose_config(
+            tmp_path / "acc",
+            [*base, "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.5"],
+        )
+    )
+    assert accumulated["status"] == "completed"
+    assert accumulated["global_step"] * 2 == plain["global_step"]
