@@ -1,0 +1,167 @@
+"""Framework overhead: training steps per second of unet-lab's whole stack (Lightning trainer,
+SegmentationModule, training metrics, logging, checkpoint callbacks, scheduler) against a bare
+PyTorch loop over the same network, data loader, batch, loss, optimizer and precision.
+
+    .venv/bin/python experiments/benchmarks/overhead.py             # 3 repeats of 40 steps each
+    .venv/bin/python experiments/benchmarks/overhead.py --quick     # 2 repeats of 15 steps
+
+Both sides come from the same composed config (``python train.py``'s default unless
+``--overrides`` say otherwise), each repeat in a fresh process, the two alternating; the first
+``--warmup`` steps are not timed. Reports the median steps/s of each and the overhead
+``bare / unet-lab - 1`` (target: at most 3%). Writes overhead.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from common import machine  # noqa: E402
+
+
+def _experiment(overrides: list[str], output_dir: str) -> Any:
+    from unet_lab.config import compose_train_config
+    from unet_lab.train import build
+
+    cfg = compose_train_config(
+        [
+            f"paths.output_dir={output_dir}",
+            "logger=csv",
+            "callbacks.validation_images=null",
+            "trainer.enable_progress_bar=false",
+            "trainer.num_sanity_val_steps=0",
+            "++trainer.limit_val_batches=0",
+            *overrides,
+        ]
+    )
+    return build(cfg)
+
+
+def time_unet_lab(overrides: list[str], warmup: int, steps: int, output_dir: str) -> float:
+    """Seconds for ``steps`` training steps of ``trainer.fit`` after ``warmup`` steps."""
+    import pytorch_lightning as pl
+
+    class StepTimer(pl.Callback):
+        started = finished = 0.0
+
+        def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
+            if trainer.global_step == warmup:
+                self.started = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            if trainer.global_step == warmup + steps:
+                self.finished = time.perf_counter()
+
+    experiment = _experiment([*overrides, f"++trainer.max_steps={warmup + steps}"], output_dir)
+    timer = StepTimer()
+    experiment.trainer.callbacks.append(timer)
+    experiment.trainer.fit(experiment.module, datamodule=experiment.datamodule)
+    return timer.finished - timer.started
+
+
+def time_bare_loop(overrides: list[str], warmup: int, steps: int, output_dir: str) -> float:
+    """The same network, loader, loss, optimizer and precision in a plain loop."""
+    experiment = _experiment(overrides, output_dir)
+    module, datamodule = experiment.module, experiment.datamodule
+    net, loss_fn = module.net.train(), module.loss
+    datamodule.setup("fit")
+    optimizer = module.optimizer_factory(net.parameters())
+    bf16 = "bf16" in str(experiment.trainer.precision)
+    channels_last = module.channels_last
+    step, started = 0, 0.0
+    while step < warmup + steps:
+        for batch in datamodule.train_dataloader():
+            if step == warmup:
+                started = time.perf_counter()
+            image, target = batch["image"], batch["mask"]
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(net(image), target)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == warmup + steps:
+                break
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 repeats of 15 steps")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--overrides", nargs="*", default=[], help="for both sides")
+    parser.add_argument("--name", default="overhead", help="output file stem")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--output-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.steps = 2, 15
+    if args.child:
+        timer = time_unet_lab if args.child == "unet-lab" else time_bare_loop
+        seconds = timer(args.overrides, args.warmup, args.steps, args.output_dir)
+        print(json.dumps({"seconds": seconds, "steps_per_s": args.steps / seconds}))
+        return
+
+    import tempfile
+
+    results: dict[str, list[float]] = {"bare": [], "unet-lab": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for side in results:
+                command = [
+                    sys.executable, __file__, "--child", side,
+                    "--output-dir", os.path.join(tmp, f"{side}-{repeat}"),
+                    "--steps", str(args.steps), "--warmup", str(args.warmup),
+                    "--overrides", *args.overrides,
+                ]  # fmt: skip
+                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                measured = json.loads(done.stdout.strip().splitlines()[-1])
+                results[side].append(measured["steps_per_s"])
+                print(f"repeat {repeat} {side}: {measured['steps_per_s']:.3f} steps/s", flush=True)
+
+    bare, ours = (statistics.median(results[side]) for side in ("bare", "unet-lab"))
+    overhead = bare / ours - 1
+    command = " ".join(["python experiments/benchmarks/overhead.py", *sys.argv[1:]])
+    lines = [
+        "# Framework overhead: unet-lab's training stack vs a bare PyTorch loop",
+        "",
+        f"Machine: {machine()}. Command: `{command}` on {time.strftime('%Y-%m-%d')}.",
+        f"Config: `python train.py` defaults {' '.join(args.overrides) or ''}; "
+        f"{args.steps} timed steps after {args.warmup}, {args.repeats} repeats, median.",
+        "",
+        "| loop | steps/s (median) | all repeats |",
+        "|---|---|---|",
+        f"| bare PyTorch | {bare:.3f} | {', '.join(f'{v:.3f}' for v in results['bare'])} |",
+        f"| unet-lab (Lightning, metrics, logging, checkpoints) | {ours:.3f} | "
+        f"{', '.join(f'{v:.3f}' for v in results['unet-lab'])} |",
+        f"| **overhead** | **{overhead * 100:+.1f}%** | target: at most +3% |",
+    ]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    (HERE / f"{args.name}.md").write_text(table)
+    (HERE / f"{args.name}.json").write_text(
+        json.dumps(
+            {"machine": machine(), "command": command, "args": vars(args),
+             "steps_per_s": results, "overhead": overhead},
+            indent=2,
+        ) + "\n"
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
