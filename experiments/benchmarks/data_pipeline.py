@@ -1,0 +1,137 @@
+"""Data pipeline: images per second that the data module and each augmentation preset deliver
+with the default loader settings (``data.num_workers=auto``), against the images per second the
+default model trains on, from the same composed config.
+
+    .venv/bin/python experiments/benchmarks/data_pipeline.py           # 3 repeats of 24 batches
+    .venv/bin/python experiments/benchmarks/data_pipeline.py --quick   # 1 repeat of 8 batches
+    .venv/bin/python experiments/benchmarks/data_pipeline.py --overrides data.num_workers=2
+
+A preset keeps the model fed when it delivers more images per second than the model consumes
+(ratio > 1). Loading runs in the training process when ``num_workers`` is 0, so its time adds
+to each step: the table gives the share of a training step it costs. Writes
+data_pipeline.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from common import machine  # noqa: E402
+
+PRESETS = ("none", "light", "medium", "heavy", "paper", "nnunet")
+
+
+def _experiment(overrides: list[str]) -> Any:
+    from unet_lab.config import compose_train_config
+    from unet_lab.train import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return build(compose_train_config([f"paths.output_dir={tmp}", "logger=csv", *overrides]))
+
+
+def loader_images_per_s(overrides: list[str], batches: int) -> tuple[float, int]:
+    """Images/s of the training loader (first batch not timed) and its worker count."""
+    datamodule = _experiment(overrides).datamodule
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    iterator = iter(loader)
+    first = next(iterator)
+    started, images = time.perf_counter(), 0
+    for _ in range(batches):
+        images += len(next(iterator)["image"])
+    del first
+    return images / (time.perf_counter() - started), loader.num_workers
+
+
+def model_images_per_s(overrides: list[str], steps: int) -> float:
+    """Images/s of the default model's training steps on one fixed batch (no loading)."""
+    experiment = _experiment(overrides)
+    module, datamodule = experiment.module, experiment.datamodule
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    image, target = batch["image"].contiguous(memory_format=torch.channels_last), batch["mask"]
+    optimizer = module.optimizer_factory(module.net.parameters())
+    bf16 = "bf16" in str(experiment.trainer.precision)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.loss(module.net(image), target)
+        loss.backward()
+        optimizer.step()
+
+    module.net.train()
+    step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return len(image) * steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 repeat of 8 batches")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=24)
+    parser.add_argument("--overrides", nargs="*", default=[], help="for every measurement")
+    parser.add_argument("--name", default="data_pipeline", help="output file stem")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.batches = 1, 8
+
+    model = statistics.median(
+        model_images_per_s(args.overrides, max(2, args.batches // 4)) for _ in range(args.repeats)
+    )
+    print(f"model: {model:.1f} images/s", flush=True)
+    rows = []
+    for preset in PRESETS:
+        measured = [
+            loader_images_per_s([f"augmentation={preset}", *args.overrides], args.batches)
+            for _ in range(args.repeats)
+        ]
+        speed = statistics.median(m[0] for m in measured)
+        rows.append(
+            {"preset": preset, "images_per_s": speed, "workers": measured[0][1],
+             "ratio_to_model": speed / model, "share_of_step": model / (model + speed)}
+        )  # fmt: skip
+        print(rows[-1], flush=True)
+
+    command = " ".join(["python experiments/benchmarks/data_pipeline.py", *sys.argv[1:]])
+    lines = [
+        "# Data pipeline: images/s delivered by each augmentation preset vs consumed by the model",
+        "",
+        f"Machine: {machine()}. Command: `{command}` on {time.strftime('%Y-%m-%d')}.",
+        f"`python train.py` defaults {' '.join(args.overrides)}; the model trains "
+        f"**{model:.1f} images/s** (default precision and memory format, data already loaded).",
+        "",
+        "| augmentation | loader workers | images/s delivered | delivered / consumed | "
+        "share of a step spent loading (0 workers) |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['preset']} | {r['workers']} | {r['images_per_s']:.0f} | "
+            f"{r['ratio_to_model']:.1f}x | {r['share_of_step'] * 100:.0f}% |"
+            for r in rows
+        ),
+    ]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    (HERE / f"{args.name}.md").write_text(table)
+    (HERE / f"{args.name}.json").write_text(
+        json.dumps({"machine": machine(), "command": command, "args": vars(args),
+                    "model_images_per_s": model, "rows": rows}, indent=2) + "\n"
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
