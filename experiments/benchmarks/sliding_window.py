@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--name", default="sliding_window", help="output file stem")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = (args.size, args.tile, args.overlap, args.batch, args.repeats)
@@ -124,8 +125,8 @@ def main() -> None:
     ]
     table = "\n".join(lines) + "\n"
     print(table)
-    (HERE / "sliding_window.md").write_text(table)
-    (HERE / "sliding_window.json").write_text(
+    (HERE / f"{args.name}.md").write_text(table)
+    (HERE / f"{args.name}.json").write_text(
         json.dumps({"machine": machine(), "args": vars(args), "results": results,
                     "max_probability_difference": difference}, indent=2) + "\n"
     )  # fmt: skip
