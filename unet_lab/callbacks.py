@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,21 @@ class BestMetrics(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = dict(state_dict["best"])
         self.best_epoch = state_dict["best_epoch"]
+
+
+class ElapsedTime(pl.Callback):
+    """Logs ``time/elapsed_s``, the wall time since this process started fitting, with every
+    validation, so scores can be plotted against time (time to a given quality)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("time/elapsed_s", time.perf_counter() - self.started)
 
 
 class StopOnNonFiniteLoss(pl.Callback):
