@@ -173,6 +173,7 @@ def main() -> None:
                 )  # fmt: skip
         print(setting, f"{step_s:.3f} s/step, {achieved:.1f} GFLOP/s", flush=True)
 
+    rows.sort(key=lambda r: (list(AXES).index(r["axis"]), r[r["axis"]]))
     command = " ".join(["python experiments/benchmarks/scaling.py", *sys.argv[1:]])
     lines = [
         "# Scaling with work: step time and memory vs image size, depth and width",
