@@ -28,6 +28,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
 from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
+from unet_lab.checkpoint_io import AtomicCheckpointIO
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.distributed import is_rank_zero, local_ranks, shared_run_folder_arguments
@@ -102,6 +103,7 @@ def build(cfg: DictConfig) -> Experiment:
         callbacks=callbacks,
         logger=instantiate_named(cfg.get("logger"), "logger") or False,
         precision=precision,
+        plugins=[AtomicCheckpointIO()],  # no half-written checkpoint after a kill
     )
     return Experiment(datamodule, module, trainer, best_metrics, resolved)
 
