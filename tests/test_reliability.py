@@ -3,6 +3,7 @@ checkpoint files."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TINY_DATA, run_cli
+from conftest import FAST, REPO, TINY_DATA, run_cli
 
 from unet_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, save_atomically
 
@@ -97,3 +98,60 @@ def test_a_damaged_checkpoint_is_named_and_nothing_else_is_touched(tmp_path: Pat
     assert "Traceback" not in result.stderr
     assert (run / "checkpoints" / "best.ckpt").read_bytes() == best
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_saves_where_it_was_and_the_same_command_continues(
+    stop: signal.Signals, tmp_path: Path
+) -> None:
+    """SIGTERM (SLURM's preemption) or Ctrl-C mid-epoch: last.ckpt holds the step reached, the
+    run is recorded as interrupted, and re-running the command (resume=auto, the default)
+    continues it to the end, each epoch once in its CSV."""
+    command = [*FAST, *TINY_DATA, "trainer.max_epochs=4", "trainer.limit_train_batches=40",
+               "data.train_size=320", "test=false", "hydra.run.dir=run"]  # fmt: skip
+    process = _start(command, tmp_path)
+    metrics = tmp_path / "run" / "csv" / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and "train/loss_step" in metrics.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr
+        time.sleep(0.2)
+    process.send_signal(stop)
+    stderr, _ = process.communicate(timeout=120)  # stdout and stderr together
+    assert process.returncode == 128 + stop  # a scheduler sees the job did not finish
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["status"] == "interrupted", stderr
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == summary["global_step"] > 0
+    assert "to continue: python train.py ckpt_path=" in stderr
+
+    result = run_cli(command, cwd=tmp_path)
+    assert "continuing" in result.stderr + result.stdout
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["epochs_completed"] == 4
+    rows = csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open())
+    assert [int(r["epoch"]) for r in rows if r.get("train/loss_epoch")] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_resume_false_never_overwrites_a_run(tmp_path: Path) -> None:
+    command = [*FAST, *TINY_DATA, "trainer.max_epochs=1", "test=false", "hydra.run.dir=run"]
+    run_cli(command, cwd=tmp_path)
+    before = (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    again = run_cli(command, cwd=tmp_path)  # resume=auto: completed, so skipped
+    assert "already completed, skipped" in again.stderr + again.stdout
+    refused = run_cli([*command, "resume=false"], cwd=tmp_path, check=False)
+    assert refused.returncode == 2
+    assert "already holds a run" in refused.stderr
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes() == before

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from unet_lab.models.blocks import center_crop
 from unet_lab.validation import check_choice, check_int
+
+log = logging.getLogger(__name__)
 
 
 class BestMetrics(pl.Callback):
@@ -66,6 +72,36 @@ class ElapsedTime(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             pl_module.log("time/elapsed_s", time.perf_counter() - self.started)
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """On Ctrl-C (SIGINT) or SIGTERM (what SLURM sends before preempting or at the time
+    limit) during fitting: writes ``last.ckpt`` with the state reached, so the run resumes
+    from there, not from the last epoch end. Lightning stops at the end of the current step
+    on SIGTERM."""
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            return
+        checkpoint = trainer.checkpoint_callback
+        if trainer.state.fn != "fit" or not isinstance(checkpoint, ModelCheckpoint):
+            return
+        if checkpoint.dirpath is None:
+            return
+        path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}.ckpt"
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            log.warning(
+                "stopped by %s at epoch %d, step %d: saved %s; to continue: python train.py "
+                "ckpt_path=%s (or the same command with resume=auto)",
+                "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C",
+                trainer.current_epoch,
+                trainer.global_step,
+                path,
+                path,
+            )
 
 
 class StopOnNonFiniteLoss(pl.Callback):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import warnings
@@ -25,9 +26,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from unet_lab.callbacks import BestMetrics, ConfigInCheckpoint
+from unet_lab.callbacks import BestMetrics, CheckpointOnInterrupt, ConfigInCheckpoint
 from unet_lab.checkpoint_io import AtomicCheckpointIO
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
@@ -95,6 +97,7 @@ def build(cfg: DictConfig) -> Experiment:
         *instantiate_named(cfg.get("callbacks"), "callbacks"),
         best_metrics,
         ConfigInCheckpoint(resolved),
+        CheckpointOnInterrupt(),
     ]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     trainer = instantiate(
@@ -212,6 +215,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                         **{f"best/{k}": v for k, v in best.best.items()},
                     }
                 )
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if not trainer.interrupted:
+            summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        # Ctrl-C or SIGTERM: Lightning stopped, CheckpointOnInterrupt saved last.ckpt.
+        by_sigterm = isinstance(exc, SIGTERMException)
+        summary.update(
+            status="interrupted",
+            error=f"stopped by {'SIGTERM' if by_sigterm else 'Ctrl-C'}",
+            epochs_completed=trainer.current_epoch,
+            global_step=trainer.global_step,
+        )
+        raise SystemExit(128 + (signal.SIGTERM if by_sigterm else signal.SIGINT)) from exc
     except BaseException as exc:
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         log.exception("run failed: %s", run_dir)  # into train.log too, also for sweep jobs
@@ -273,16 +289,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     # The SystemExit of a bad config passes through Hydra's job runner: a sweep stops at once.
     _divide_threads()
     run_dir = Path(cfg.paths.output_dir)
-    if cfg.get("resume"):
-        done = finished_summary(run_dir)
+    if cfg.get("ckpt_path") is None:
+        done = _continue_in_place(cfg, run_dir)
         if done is not None:
-            log.info("resume=true: %s already completed, skipped", run_dir)
             return done["optimized_metric"]["value"]
-        last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-        if last.is_file() and cfg.get("ckpt_path") is None:
-            log.info("resume=true: continuing %s from %s", run_dir, last.name)
-            with open_dict(cfg):
-                cfg.ckpt_path = str(last)
     with input_errors_exit(full_traceback=os.environ.get(_DEBUG_ENV) == "1"):
         try:
             summary = train(cfg)
@@ -294,6 +304,30 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             log.error("sweep job failed, the sweep goes on: %s: %s", type(exc).__name__, exc)
             return math.nan  # Optuna records a NaN trial as failed and goes on
     return summary["optimized_metric"]["value"]
+
+
+def _continue_in_place(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """A run folder that already holds a run (a fixed ``hydra.run.dir``, a requeued SLURM
+    job, a re-run sweep): with ``resume`` true or auto, a completed run is skipped (its summary
+    is returned) and an unfinished one continues from its ``last.ckpt``; with ``resume=false``
+    the run is refused, so that nothing overwrites it."""
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    done = finished_summary(run_dir)
+    if str(cfg.get("resume")).lower() == "false":
+        if done is not None or last.is_file():
+            raise ConfigError(
+                f"{run_dir} already holds a run; resume=auto continues it (or skips it when "
+                "it completed), or give another folder"
+            )
+        return None
+    if done is not None:
+        log.info("resume=%s: %s already completed, skipped", cfg.resume, run_dir)
+        return done
+    if last.is_file():
+        log.info("resume=%s: continuing %s from %s", cfg.resume, run_dir, last.name)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
