@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
@@ -23,3 +30,33 @@ def machine() -> str:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({gpu})"
+
+
+def command_line(script: str) -> str:
+    """The command that is running ``script``, as typed from the repository root."""
+    return " ".join(["python", str(Path(script).resolve().relative_to(REPO)), *sys.argv[1:]])
+
+
+def seconds_per_call(function: Callable[[], object], warmup: int, calls: int) -> float:
+    """Mean wall time of ``function()`` over ``calls`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        function()
+    started = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - started) / calls
+
+
+def provenance(command: str) -> str:
+    """The line under a table's title: machine, command and date."""
+    return f"Machine: {machine()}. Command: `{command}` on {time.strftime('%Y-%m-%d')}."
+
+
+def publish(stem: Path, lines: list[str], results: dict[str, Any]) -> None:
+    """Prints the table ``lines`` and writes it to ``<stem>.md``, and ``results`` with the
+    machine to ``<stem>.json``."""
+    table = "\n".join(lines) + "\n"
+    print(table)
+    stem.with_name(stem.name + ".md").write_text(table)
+    results = {"machine": machine(), **results}
+    stem.with_name(stem.name + ".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -15,7 +15,6 @@ data_pipeline.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import machine  # noqa: E402
+from common import command_line, provenance, publish, seconds_per_call  # noqa: E402
 
 PRESETS = ("none", "light", "medium", "heavy", "paper", "nnunet")
 
@@ -72,11 +71,7 @@ def model_images_per_s(overrides: list[str], steps: int) -> float:
         optimizer.step()
 
     module.net.train()
-    step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return len(image) * steps / (time.perf_counter() - started)
+    return len(image) / seconds_per_call(step, 1, steps)
 
 
 def main() -> None:
@@ -107,11 +102,11 @@ def main() -> None:
         )  # fmt: skip
         print(rows[-1], flush=True)
 
-    command = " ".join(["python experiments/benchmarks/data_pipeline.py", *sys.argv[1:]])
+    command = command_line(__file__)
     lines = [
         "# Data pipeline: images/s delivered by each augmentation preset vs consumed by the model",
         "",
-        f"Machine: {machine()}. Command: `{command}` on {time.strftime('%Y-%m-%d')}.",
+        provenance(command),
         f"`python train.py` defaults {' '.join(args.overrides)}; the model trains "
         f"**{model:.1f} images/s** (default precision and memory format, data already loaded).",
         "",
@@ -124,13 +119,11 @@ def main() -> None:
             for r in rows
         ),
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (HERE / f"{args.name}.md").write_text(table)
-    (HERE / f"{args.name}.json").write_text(
-        json.dumps({"machine": machine(), "command": command, "args": vars(args),
-                    "model_images_per_s": model, "rows": rows}, indent=2) + "\n"
-    )  # fmt: skip
+    publish(
+        HERE / f"{args.name}",
+        lines,
+        {"command": command, "args": vars(args), "model_images_per_s": model, "rows": rows},
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import machine  # noqa: E402
+from common import command_line, provenance, publish, seconds_per_call  # noqa: E402
 
 WIDTHS = (16, 32, 64, 128, 256)
 BATCH, SIZE, IN_CHANNELS, CLASSES = 16, 128, 3, 4
@@ -133,12 +132,7 @@ def measure(network: str, mode: str, warmup: int, steps: int) -> dict:
     result = {}
     for name, step, mode_fn in (("train", train_step, net.train), ("infer", infer_step, net.eval)):
         mode_fn()
-        for _ in range(warmup):
-            step()
-        started = time.perf_counter()
-        for _ in range(steps):
-            step()
-        result[f"{name}_images_per_s"] = BATCH * steps / (time.perf_counter() - started)
+        result[f"{name}_images_per_s"] = BATCH / seconds_per_call(step, warmup, steps)
     result["peak_mib"] = _peak_rss_mib() - baseline
     return result
 
@@ -176,11 +170,11 @@ def main() -> None:
         return statistics.median(r[key] for r in runs[network][mode])
 
     ours = median("unet-lab UNet", DEFAULT_MODE, "train_images_per_s")
-    command = " ".join(["python experiments/benchmarks/model_speed.py", *sys.argv[1:]])
+    command = command_line(__file__)
     lines = [
         "# Model speed: unet-lab's UNet vs MONAI BasicUNet vs a reference U-Net",
         "",
-        f"Machine: {machine()}. Command: `{command}` on {time.strftime('%Y-%m-%d')}.",
+        provenance(command),
         f"Batch {BATCH} x {IN_CHANNELS} x {SIZE} x {SIZE}, {CLASSES} classes, levels "
         f"{list(WIDTHS)}; median of {args.repeats} repeats of {args.steps} steps "
         f"after {args.warmup}.",
@@ -210,13 +204,11 @@ def main() -> None:
         + " and ".join(f"{ours / v:.2f}x as fast as {n} in fp32" for n, v in peers_fp32.items())
         + " (target: at least 2.5x).",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (HERE / f"{args.name}.md").write_text(table)
-    (HERE / f"{args.name}.json").write_text(
-        json.dumps({"machine": machine(), "command": command, "args": vars(args), "rows": rows,
-                    "runs": runs}, indent=2) + "\n"
-    )  # fmt: skip
+    publish(
+        HERE / f"{args.name}",
+        lines,
+        {"command": command, "args": vars(args), "rows": rows, "runs": runs},
+    )
 
 
 if __name__ == "__main__":

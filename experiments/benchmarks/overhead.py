@@ -27,7 +27,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import machine  # noqa: E402
+from common import command_line, provenance, publish  # noqa: E402
 
 
 def _experiment(overrides: list[str], output_dir: str) -> Any:
@@ -136,11 +136,11 @@ def main() -> None:
 
     bare, ours = (statistics.median(results[side]) for side in ("bare", "unet-lab"))
     overhead = bare / ours - 1
-    command = " ".join(["python experiments/benchmarks/overhead.py", *sys.argv[1:]])
+    command = command_line(__file__)
     lines = [
         "# Framework overhead: unet-lab's training stack vs a bare PyTorch loop",
         "",
-        f"Machine: {machine()}. Command: `{command}` on {time.strftime('%Y-%m-%d')}.",
+        provenance(command),
         f"Config: `python train.py` defaults {' '.join(args.overrides) or ''}; "
         f"{args.steps} timed steps after {args.warmup}, {args.repeats} repeats, median.",
         "",
@@ -151,16 +151,11 @@ def main() -> None:
         f"{', '.join(f'{v:.3f}' for v in results['unet-lab'])} |",
         f"| **overhead** | **{overhead * 100:+.1f}%** | target: at most +3% |",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (HERE / f"{args.name}.md").write_text(table)
-    (HERE / f"{args.name}.json").write_text(
-        json.dumps(
-            {"machine": machine(), "command": command, "args": vars(args),
-             "steps_per_s": results, "overhead": overhead},
-            indent=2,
-        ) + "\n"
-    )  # fmt: skip
+    publish(
+        HERE / f"{args.name}",
+        lines,
+        {"command": command, "args": vars(args), "steps_per_s": results, "overhead": overhead},
+    )
 
 
 if __name__ == "__main__":

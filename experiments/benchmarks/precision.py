@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import machine  # noqa: E402
+from common import command_line, provenance, publish  # noqa: E402
 
 # name -> overrides; fp32 is the reference of the differences and ratios.
 SETTINGS = {
@@ -117,12 +117,12 @@ def main() -> None:
     for row in rows:
         row["speed_vs_fp32"] = fp32_time / row["duration_s_median"]
 
-    command = " ".join(["python experiments/benchmarks/precision.py", *sys.argv[1:]])
+    command = command_line(__file__)
     lines = [
         f"# Precision and memory format: the synthetic default, {args.epochs} epochs, "
         f"seeds {args.seeds}",
         "",
-        f"Machine: {machine()}. Command: `{command}`.",
+        provenance(command),
         "",
         "| setting | val Dice (median) | test Dice (median) | largest paired val Dice "
         "difference from fp32 | run time (median, s) | speed vs fp32 |",
@@ -139,14 +139,10 @@ def main() -> None:
         f"Noise: fp32's own best val Dice spans {noise:.4f} over the seeds. Run time is the whole "
         "run (training, validation every epoch, test), median over seeds.",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (HERE / f"{args.name}.md").write_text(table)
-    (HERE / f"{args.name}.json").write_text(
-        json.dumps(
-            {"machine": machine(), "command": command, "fp32_val_dice_range": noise, "rows": rows},
-            indent=2,
-        )
+    publish(
+        HERE / f"{args.name}",
+        lines,
+        {"command": command, "fp32_val_dice_range": noise, "rows": rows},
     )
 
 

@@ -27,7 +27,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import machine  # noqa: E402
+from common import command_line, provenance, publish, seconds_per_call  # noqa: E402
 
 DEFAULT = {"size": 128, "depth": 4, "width": 16}
 AXES = {"size": (64, 128, 256), "depth": (2, 3, 4, 5), "width": (8, 16, 32)}
@@ -81,12 +81,7 @@ def measure(setting: dict[str, int], warmup: int, steps: int) -> dict:
         optimizer.step()
 
     module.net.train()
-    for _ in range(warmup):
-        step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    step_s = (time.perf_counter() - started) / steps
+    step_s = seconds_per_call(step, warmup, steps)
     return {
         "gflops_forward_per_image": plan.gflops_per_image,
         "parameters": plan.parameters,
@@ -174,11 +169,11 @@ def main() -> None:
         print(setting, f"{step_s:.3f} s/step, {achieved:.1f} GFLOP/s", flush=True)
 
     rows.sort(key=lambda r: (list(AXES).index(r["axis"]), r[r["axis"]]))
-    command = " ".join(["python experiments/benchmarks/scaling.py", *sys.argv[1:]])
+    command = command_line(__file__)
     lines = [
         "# Scaling with work: step time and memory vs image size, depth and width",
         "",
-        f"Machine: {machine()}. Command: `{command}` on {time.strftime('%Y-%m-%d')}.",
+        provenance(command),
         f"Default config otherwise (precision auto, channels_last), batch {BATCH}; median of "
         f"{args.repeats} repeats of {args.steps} steps. Matrix-multiply ceiling: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceiling.items())
@@ -195,13 +190,11 @@ def main() -> None:
             for r in rows
         ),
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (HERE / f"{args.name}.md").write_text(table)
-    (HERE / f"{args.name}.json").write_text(
-        json.dumps({"machine": machine(), "command": command, "args": vars(args),
-                    "matmul_ceiling_gflop_s": ceiling, "rows": rows}, indent=2) + "\n"
-    )  # fmt: skip
+    publish(
+        HERE / f"{args.name}",
+        lines,
+        {"command": command, "args": vars(args), "matmul_ceiling_gflop_s": ceiling, "rows": rows},
+    )
     plot(rows, HERE / f"{args.name}.png")
 
 

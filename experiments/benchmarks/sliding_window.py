@@ -27,7 +27,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import machine  # noqa: E402
+from common import command_line, machine, publish  # noqa: E402
 
 
 def _network() -> torch.nn.Module:
@@ -101,7 +101,7 @@ def main() -> None:
         probabilities = [torch.load(Path(outputs) / f"{m}.pt").float() for m in results]
     ours, peer = results["unet-lab"], results["monai"]
     difference = float((probabilities[0] - probabilities[1]).abs().max())
-    command = " ".join(["python experiments/benchmarks/sliding_window.py", *sys.argv[1:]])
+    command = command_line(__file__)
     lines = [
         f"# Sliding-window inference, {args.size}x{args.size} image, tiles {args.tile}, "
         f"overlap {args.overlap}, {args.batch} tiles per batch\n",
@@ -123,13 +123,16 @@ def main() -> None:
         f"Largest difference of the two outputs' probabilities (stored as float16): "
         f"{difference:.3g}.",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (HERE / f"{args.name}.md").write_text(table)
-    (HERE / f"{args.name}.json").write_text(
-        json.dumps({"machine": machine(), "args": vars(args), "results": results,
-                    "max_probability_difference": difference}, indent=2) + "\n"
-    )  # fmt: skip
+    publish(
+        HERE / f"{args.name}",
+        lines,
+        {
+            "command": command,
+            "args": vars(args),
+            "results": results,
+            "max_probability_difference": difference,
+        },
+    )
 
 
 if __name__ == "__main__":

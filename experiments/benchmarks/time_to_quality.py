@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import machine  # noqa: E402
+from common import command_line, provenance, publish  # noqa: E402
 
 FP32 = ["trainer.precision=32-true", "module.channels_last=false"]
 RECIPES = {
@@ -109,11 +107,11 @@ def main() -> None:
             )  # fmt: skip
             print(rows[-1]["recipe"], rows[-1]["seconds_to_target"], rows[-1]["best_dice"])
 
-    command = " ".join(["python experiments/benchmarks/time_to_quality.py", *sys.argv[1:]])
+    command = command_line(__file__)
     lines = [
         f"# Time to quality on {args.task}: wall time to val Dice >= {target}",
         "",
-        f"Machine: {machine()}. Command: `{command}` on {time.strftime('%Y-%m-%d')}.",
+        provenance(command),
         f"Budget {args.minutes:g} minutes of training per recipe; validation every epoch.",
         "",
         "| recipe | seconds to target | best val Dice in budget | validations |",
@@ -124,14 +122,8 @@ def main() -> None:
             for r in rows
         ),
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
     stem = args.name or ("time_to_quality" + ("" if args.task == "synthetic" else f"_{args.task}"))
-    (HERE / f"{stem}.md").write_text(table)
-    (HERE / f"{stem}.json").write_text(
-        json.dumps({"machine": machine(), "command": command, "target": target, "rows": rows},
-                   indent=2) + "\n"
-    )  # fmt: skip
+    publish(HERE / stem, lines, {"command": command, "target": target, "rows": rows})
 
 
 if __name__ == "__main__":
