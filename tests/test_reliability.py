@@ -155,3 +155,51 @@ def test_resume_false_never_overwrites_a_run(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "already holds a run" in refused.stderr
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_training_ends_with_the_weights_of_an_unbroken_run(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL at random moments after an epoch was saved (3 times), each time re-running the
+    same command, which continues from last.ckpt (resume=auto): the run ends at the same epoch
+    and step with bit-identical weights to a run never stopped. Deterministic settings: fp32,
+    deterministic algorithms, the light augmentation seeded; the random generators (torch,
+    numpy, Python, the augmentation's) travel in the checkpoint."""
+    common = [*FAST, *TINY_DATA, "data.train_size=160", "trainer.limit_train_batches=20",
+              "trainer.max_epochs=6", "trainer.precision=32-true", "trainer.deterministic=true",
+              "augmentation=light", "test=false"]  # fmt: skip
+    run_cli([*common, "hydra.run.dir=unbroken"], cwd=tmp_path)
+    command = [*common, "hydra.run.dir=killed"]
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    rng = random.Random(1)
+    kills_mid_run = 0
+    for _ in range(3):
+        saved = last.stat().st_mtime if last.exists() else 0.0
+        process = _start(command, tmp_path)
+        deadline = time.monotonic() + 240
+        while (last.stat().st_mtime if last.exists() else 0.0) == saved:  # an epoch of its own
+            if process.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.5))  # then anywhere in the next epoch (or its checkpoint)
+        kills_mid_run += process.poll() is None
+        process.kill()
+        process.communicate()
+    assert kills_mid_run >= 2
+    run_cli(command, cwd=tmp_path)  # whatever is left
+    unbroken = json.loads((tmp_path / "unbroken" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert resumed["status"] == "completed"
+    assert (resumed["epochs_completed"], resumed["global_step"]) == (
+        unbroken["epochs_completed"],
+        unbroken["global_step"],
+    )
+    expected, actual = _weights(tmp_path / "unbroken"), _weights(tmp_path / "killed")
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert resumed["val"]["dice"] == unbroken["val"]["dice"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -15,6 +16,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from unet_lab.data.augmentation import as_tuples
+from unet_lab.data.augmentation import random_state as augmentation_random_state
+from unet_lab.data.augmentation import set_random_state as set_augmentation_random_state
 from unet_lab.models.blocks import center_crop
 from unet_lab.validation import check_choice, check_int
 
@@ -102,6 +106,61 @@ class CheckpointOnInterrupt(pl.Callback):
                 path,
                 path,
             )
+
+
+class RandomStateInCheckpoint(pl.Callback):
+    """Stores the random generators (torch, CUDA, numpy, Python, and the training
+    augmentation's) in checkpoints and restores them on resume, so a run resumed from an epoch
+    boundary draws the same shuffles and augmentations as one that was never stopped."""
+
+    KEY = "unet_lab_random_state"
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        name, keys, position, has_gauss, gauss = cast(tuple, np.random.get_state())
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        transform = getattr(getattr(trainer, "datamodule", None), "train_transform", None)
+        if transform is not None:
+            state["augmentation"] = augmentation_random_state(transform)
+        checkpoint[self.KEY] = state
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self.pending = checkpoint.get(self.KEY)  # None: an older checkpoint, left as seeded
+        self._restore(trainer)
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The sanity-check validation drew from the generators (each DataLoader iterator takes
+        # a seed): restore again before the training loop makes its first iterator.
+        self._restore(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.pending = None
+
+    def _restore(self, trainer: pl.Trainer) -> None:
+        state = self.pending
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        random.setstate(as_tuples(state["python"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        transform = getattr(getattr(trainer, "datamodule", None), "train_transform", None)
+        if transform is not None and "augmentation" in state:
+            set_augmentation_random_state(transform, state["augmentation"])
 
 
 class StopOnNonFiniteLoss(pl.Callback):

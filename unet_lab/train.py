@@ -29,7 +29,12 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
-from unet_lab.callbacks import BestMetrics, CheckpointOnInterrupt, ConfigInCheckpoint
+from unet_lab.callbacks import (
+    BestMetrics,
+    CheckpointOnInterrupt,
+    ConfigInCheckpoint,
+    RandomStateInCheckpoint,
+)
 from unet_lab.checkpoint_io import AtomicCheckpointIO
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
@@ -75,7 +80,9 @@ def build(cfg: DictConfig) -> Experiment:
     is trained.
     """
     transforms = {
-        f"{split}_transform": instantiate(cfg.augmentation[split], f"augmentation.{split}")
+        f"{split}_transform": instantiate(
+            cfg.augmentation[split], f"augmentation.{split}", seed=cfg.get("seed")
+        )
         for split in ("train", "eval")
     }
     datamodule = instantiate(cfg.data, "data", **transforms)
@@ -98,6 +105,7 @@ def build(cfg: DictConfig) -> Experiment:
         best_metrics,
         ConfigInCheckpoint(resolved),
         CheckpointOnInterrupt(),
+        RandomStateInCheckpoint(),
     ]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     trainer = instantiate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from abc import abstractmethod
 from collections.abc import Sequence
 
@@ -10,7 +11,7 @@ import albumentations as A
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from unet_lab.data.dataset import SegmentationArrayDataset
 from unet_lab.data.normalization import Normalizer
@@ -98,6 +99,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,
+            worker_init_fn=seed_worker if workers > 0 else None,
             pin_memory=self._on_gpu(),
         )
 
@@ -141,3 +143,18 @@ def auto_workers(on_gpu: bool, processes: int = 1) -> int:
     if on_gpu:
         return min(8, cpus - 1)
     return 0 if cpus <= 4 else min(4, cpus // 4)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader workers: each seeds Python, numpy and its copy of the augmentation from its
+    own torch seed (derived from the run's seed), so workers neither repeat each other's
+    augmentations nor draw from unseeded entropy."""
+    info = get_worker_info()
+    if info is None:
+        return
+    seed = info.seed % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
