@@ -3,7 +3,7 @@
 Lightning's own launcher starts ranks 1..N-1 by re-running the script with its command line;
 under ``-m`` each of them would start a sweep of its own (Lightning issue #11300), and lazy
 ``${now:...}`` folders would differ per process. Instead, rank 0 of a job starts the other
-local ranks itself as ``python -m unet_lab.distributed CONFIG`` with the job's *resolved*
+local ranks itself (:func:`run_rank` in a new Python process) with the job's *resolved*
 config (one run folder, fixed once) and the usual ``MASTER_ADDR``/``MASTER_PORT``/
 ``WORLD_SIZE``/``NODE_RANK``/``LOCAL_RANK`` variables, like torchrun does; Lightning then sees
 processes created externally and only connects them.
@@ -37,6 +37,9 @@ from pytorch_lightning.utilities import rank_zero_only
 from unet_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# What a local rank > 0 runs (not ``-m unet_lab.distributed``: the package imports this module,
+# and running it as __main__ too would load it twice).
+_RANK_ENTRY = "import sys; from unet_lab.distributed import run_rank; run_rank(sys.argv[1])"
 _RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
 
 
@@ -82,7 +85,7 @@ def local_ranks(trainer: pl.Trainer, config: Mapping[str, Any]) -> Iterator[None
         OmegaConf.save(OmegaConf.create(dict(config)), config_file)
         children = [
             subprocess.Popen(
-                [sys.executable, "-m", __name__, str(config_file)],
+                [sys.executable, "-c", _RANK_ENTRY, str(config_file)],
                 env={**os.environ, **variables, "LOCAL_RANK": str(rank)},
             )
             for rank in range(1, processes)
@@ -167,13 +170,9 @@ class _Watcher(threading.Thread):
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _run_rank(config_file: str) -> None:
+def run_rank(config_file: str) -> None:
     """A local rank > 0: trains the resolved config it was given (rank 0 logs and writes)."""
     from unet_lab.train import train  # the training entry imports this module
 
     logging.basicConfig(level=logging.WARNING)
     train(OmegaConf.load(config_file))  # type: ignore[arg-type]
-
-
-if __name__ == "__main__":
-    _run_rank(sys.argv[1])

@@ -89,7 +89,7 @@ class SegmentationModule(pl.LightningModule):
             if surface_distances
             else None
         )
-        self.mean_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.ignore_index = ignore_index
         self.boundary_class = boundary_class
         # Rand error per stage ("val", "test"), only for boundary maps.
@@ -141,12 +141,12 @@ class SegmentationModule(pl.LightningModule):
                     boundary_rand_error(predicted, truth, self.boundary_class, self.ignore_index)
                 )
         batch_size = batch["image"].shape[0]
-        if stage == "train":
+        if stage == "train":  # under DDP this rank's mean: scores are the synchronised measure
             self.log("train/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size)
         else:
             # A metric object: the epoch's mean over every image of all ranks (exact also when
             # ranks hold different numbers of images).
-            mean_loss = cast(MeanMetric, self.mean_losses[stage])
+            mean_loss: MeanMetric = getattr(self, f"{stage}_loss")
             mean_loss.update(loss.detach(), weight=batch_size)
             self.log(f"{stage}/loss", mean_loss, on_epoch=True, prog_bar=True)
         return {"loss": loss, "preds": preds, "target": target}
@@ -170,6 +170,8 @@ class SegmentationModule(pl.LightningModule):
             rand_error = cast(MeanMetric, self.rand_errors[stage])
             values[f"{stage}/rand_error"] = rand_error.compute()
             rand_error.reset()
+        # Already over all ranks (metric states): no sync_dist (train.py silences Lightning's
+        # advice to add it).
         self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
         self.log_dict(values)
         scores.reset()

@@ -59,6 +59,8 @@ _DEBUG_ENV = "UNET_LAB_FULL_ERROR"
 _KNOWN_HARMLESS_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Precision .* is not supported by the model summary",
+    # Our epoch scores are computed from metric states summed over all ranks already.
+    r"It is recommended to use `self.log\(.*sync_dist=True\)` when logging on epoch level",
 )
 
 
