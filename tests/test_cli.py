@@ -173,6 +173,13 @@ def test_submitit_local_runs_a_job_like_a_cluster_would(tmp_path: Path) -> None:
     assert (job.parent / "summary.md").exists()
 
 
+def _first_epoch_done(root: Path) -> bool:
+    jobs = list(root.glob("multirun/*/*/1_*"))
+    if not jobs or not (jobs[0] / "checkpoints" / "last.ckpt").exists():
+        return False
+    return (jobs[0] / "csv" / "metrics.csv").exists() and bool(_csv_epochs(jobs[0]))
+
+
 def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path: Path) -> None:
     """Kill a sweep while its second job trains, re-run the command with resume=true: the
     finished job is left alone, the interrupted one continues from its last.ckpt."""
@@ -190,7 +197,9 @@ def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path: Path) -> N
         start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while not list(tmp_path.glob("multirun/*/*/1_*/checkpoints/last.ckpt")):
+    # After job 1's first epoch: its checkpoint and its CSV row are both written (the
+    # checkpoint comes at validation end, the epoch's training row just after it).
+    while not _first_epoch_done(tmp_path):
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint of job 1"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
