@@ -177,7 +177,7 @@ def main() -> None:
         f"Default config otherwise (precision auto, channels_last), batch {BATCH}; median of "
         f"{args.repeats} repeats of {args.steps} steps. Matrix-multiply ceiling: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceiling.items())
-        + ". Plot: [scaling.png](scaling.png).",
+        + f". Plot: [{Path(args.name).name}.png]({Path(args.name).name}.png).",
         "",
         "| varied | size | depth | width | parameters (M) | forward GFLOP/image | step s | "
         "peak MiB | achieved GFLOP/s | share of ceiling |",
