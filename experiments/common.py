@@ -37,6 +37,34 @@ def command_line(script: str) -> str:
     return " ".join(["python", str(Path(script).resolve().relative_to(REPO)), *sys.argv[1:]])
 
 
+def composed_config(overrides: list[str], output_dir: str = "/tmp/unet_lab_benchmark") -> Any:
+    """``python train.py``'s config with ``overrides``, logging to CSV only, into
+    ``output_dir``."""
+    from unet_lab.config import compose_train_config
+
+    return compose_train_config([f"paths.output_dir={output_dir}", "logger=csv", *overrides])
+
+
+def plain_training_step(experiment: Any) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One optimizer step of an experiment's network, loss, optimizer, precision and memory
+    format (``unet_lab.train.build``), in plain PyTorch: no Lightning, metrics or logging."""
+    module = experiment.module
+    net = module.net.train()
+    optimizer = module.optimizer_factory(net.parameters())
+    bf16 = "bf16" in str(experiment.trainer.precision)
+
+    def step(image: torch.Tensor, target: torch.Tensor) -> None:
+        if module.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.loss(net(image), target)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def seconds_per_call(function: Callable[[], object], warmup: int, calls: int) -> float:
     """Mean wall time of ``function()`` over ``calls`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):

@@ -129,7 +129,7 @@ class RandomStateInCheckpoint(pl.Callback):
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
-        transform = getattr(getattr(trainer, "datamodule", None), "train_transform", None)
+        transform = _train_transform(trainer)
         if transform is not None:
             state["augmentation"] = augmentation_random_state(transform)
         checkpoint[self.KEY] = state
@@ -158,9 +158,14 @@ class RandomStateInCheckpoint(pl.Callback):
         random.setstate(as_tuples(state["python"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
-        transform = getattr(getattr(trainer, "datamodule", None), "train_transform", None)
+        transform = _train_transform(trainer)
         if transform is not None and "augmentation" in state:
             set_augmentation_random_state(transform, state["augmentation"])
+
+
+def _train_transform(trainer: pl.Trainer) -> Any:
+    """The training augmentation pipeline of the trainer's data module, if it has one."""
+    return getattr(getattr(trainer, "datamodule", None), "train_transform", None)
 
 
 class StopOnNonFiniteLoss(pl.Callback):

@@ -101,9 +101,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location: Callable | None = lambda storage, loc: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        return named_load_errors(
-            path,
-            lambda: super(AtomicCheckpointIO, self).load_checkpoint(
-                path, map_location, weights_only
-            ),
-        )
+        load = super().load_checkpoint
+        return named_load_errors(path, lambda: load(path, map_location, weights_only))

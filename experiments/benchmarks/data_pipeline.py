@@ -17,61 +17,46 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import command_line, provenance, publish, seconds_per_call  # noqa: E402
+from common import (  # noqa: E402
+    command_line,
+    composed_config,
+    plain_training_step,
+    provenance,
+    publish,
+    seconds_per_call,
+)
+
+from unet_lab.train import build  # noqa: E402
 
 PRESETS = ("none", "light", "medium", "heavy", "paper", "nnunet")
 
 
-def _experiment(overrides: list[str]) -> Any:
-    from unet_lab.config import compose_train_config
-    from unet_lab.train import build
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return build(compose_train_config([f"paths.output_dir={tmp}", "logger=csv", *overrides]))
-
-
 def loader_images_per_s(overrides: list[str], batches: int) -> tuple[float, int]:
     """Images/s of the training loader (first batch not timed) and its worker count."""
-    datamodule = _experiment(overrides).datamodule
+    datamodule = build(composed_config(overrides)).datamodule
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     iterator = iter(loader)
-    first = next(iterator)
+    next(iterator)  # workers starting, caches filling
     started, images = time.perf_counter(), 0
     for _ in range(batches):
         images += len(next(iterator)["image"])
-    del first
     return images / (time.perf_counter() - started), loader.num_workers
 
 
 def model_images_per_s(overrides: list[str], steps: int) -> float:
     """Images/s of the default model's training steps on one fixed batch (no loading)."""
-    experiment = _experiment(overrides)
-    module, datamodule = experiment.module, experiment.datamodule
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
-    image, target = batch["image"].contiguous(memory_format=torch.channels_last), batch["mask"]
-    optimizer = module.optimizer_factory(module.net.parameters())
-    bf16 = "bf16" in str(experiment.trainer.precision)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = module.loss(module.net(image), target)
-        loss.backward()
-        optimizer.step()
-
-    module.net.train()
-    return len(image) / seconds_per_call(step, 1, steps)
+    experiment = build(composed_config(overrides))
+    experiment.datamodule.setup("fit")
+    batch = next(iter(experiment.datamodule.train_dataloader()))
+    step = plain_training_step(experiment)
+    seconds = seconds_per_call(lambda: step(batch["image"], batch["mask"]), 1, steps)
+    return len(batch["image"]) / seconds
 
 
 def main() -> None:

@@ -23,29 +23,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import command_line, provenance, publish  # noqa: E402
+from common import (  # noqa: E402
+    command_line,
+    composed_config,
+    plain_training_step,
+    provenance,
+    publish,
+)
 
 
 def _experiment(overrides: list[str], output_dir: str) -> Any:
-    from unet_lab.config import compose_train_config
     from unet_lab.train import build
 
-    cfg = compose_train_config(
-        [
-            f"paths.output_dir={output_dir}",
-            "logger=csv",
-            "callbacks.validation_images=null",
-            "trainer.enable_progress_bar=false",
-            "trainer.num_sanity_val_steps=0",
-            "++trainer.limit_val_batches=0",
-            *overrides,
-        ]
-    )
-    return build(cfg)
+    no_extras = [
+        "callbacks.validation_images=null",
+        "trainer.enable_progress_bar=false",
+        "trainer.num_sanity_val_steps=0",
+        "++trainer.limit_val_batches=0",
+    ]
+    return build(composed_config([*no_extras, *overrides], output_dir))
 
 
 def time_unet_lab(overrides: list[str], warmup: int, steps: int, output_dir: str) -> float:
@@ -73,25 +71,15 @@ def time_unet_lab(overrides: list[str], warmup: int, steps: int, output_dir: str
 def time_bare_loop(overrides: list[str], warmup: int, steps: int, output_dir: str) -> float:
     """The same network, loader, loss, optimizer and precision in a plain loop."""
     experiment = _experiment(overrides, output_dir)
-    module, datamodule = experiment.module, experiment.datamodule
-    net, loss_fn = module.net.train(), module.loss
+    datamodule = experiment.datamodule
     datamodule.setup("fit")
-    optimizer = module.optimizer_factory(net.parameters())
-    bf16 = "bf16" in str(experiment.trainer.precision)
-    channels_last = module.channels_last
+    train_step = plain_training_step(experiment)
     step, started = 0, 0.0
     while step < warmup + steps:
         for batch in datamodule.train_dataloader():
             if step == warmup:
                 started = time.perf_counter()
-            image, target = batch["image"], batch["mask"]
-            if channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(net(image), target)
-            loss.backward()
-            optimizer.step()
+            train_step(batch["image"], batch["mask"])
             step += 1
             if step == warmup + steps:
                 break

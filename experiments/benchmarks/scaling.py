@@ -27,7 +27,14 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import command_line, provenance, publish, seconds_per_call  # noqa: E402
+from common import (  # noqa: E402
+    command_line,
+    composed_config,
+    plain_training_step,
+    provenance,
+    publish,
+    seconds_per_call,
+)
 
 DEFAULT = {"size": 128, "depth": 4, "width": 16}
 AXES = {"size": (64, 128, 256), "depth": (2, 3, 4, 5), "width": (8, 16, 32)}
@@ -58,30 +65,17 @@ def overrides(setting: dict[str, int]) -> list[str]:
 
 def measure(setting: dict[str, int], warmup: int, steps: int) -> dict:
     """In a child process: forward GFLOPs from the plan, step time and peak memory."""
-    from unet_lab.config import compose_train_config
     from unet_lab.plan import make_plan
     from unet_lab.train import build
 
-    cfg = compose_train_config([*overrides(setting), "paths.output_dir=/tmp/unused", "logger=csv"])
+    cfg = composed_config(overrides(setting))
     plan = make_plan(cfg)
     experiment = build(cfg)
-    module, datamodule = experiment.module, experiment.datamodule
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
-    image = batch["image"].contiguous(memory_format=torch.channels_last)
-    optimizer = module.optimizer_factory(module.net.parameters())
-    bf16 = "bf16" in str(experiment.trainer.precision)
+    experiment.datamodule.setup("fit")
+    batch = next(iter(experiment.datamodule.train_dataloader()))
+    step = plain_training_step(experiment)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = module.loss(module.net(image), batch["mask"])
-        loss.backward()
-        optimizer.step()
-
-    module.net.train()
-    step_s = seconds_per_call(step, warmup, steps)
+    step_s = seconds_per_call(lambda: step(batch["image"], batch["mask"]), warmup, steps)
     return {
         "gflops_forward_per_image": plan.gflops_per_image,
         "parameters": plan.parameters,
