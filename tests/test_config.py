@@ -2,6 +2,9 @@
 values fail before training with one line that names the key."""
 
 import inspect
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from unet_lab.config import CONFIG_MODULE
+from unet_lab.errors import one_line
 from unet_lab.train import build
 
 CONF = REPO / "conf"
@@ -90,31 +94,94 @@ def _assert_lists_arguments(node, group: str, where: str) -> None:
     assert listed == expected, f"{where}: missing {expected - listed}, unknown {listed - expected}"
 
 
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
-        ("model.dpeth=4", ["model.dpeth", "did you mean 'model.depth'", "up_mode"]),
-        ("model.up_mode=cubic", ["model.up_mode", "transpose, bilinear, nearest"]),
-        ("model.depth=0", ["model.depth", "an integer in 1..7"]),
-        ("model.depth=four", ["model.depth", "an integer in 1..7"]),
-        ("loss.smooth=-1", ["loss.smooth", ">= 0.0"]),
-        ("loss.colour=1", ["loss.colour"]),
-        ("+model.colour=1", ["model.colour is not an argument of model"]),
-        ("data.num_classes=12", ["data.num_classes", "2..6"]),
-    ],
-)
-def test_bad_config_fails_before_training_with_one_line(
-    override: str, expected: list[str], tmp_path: Path
+# Bad configs: (overrides, texts the one-line error must contain; the first is the key).
+BAD_CONFIGS = [
+    # unknown keys and groups
+    ("model.dpeth=4", ["model.dpeth", "did you mean 'model.depth'", "up_mode"]),
+    ("+model.colour=1", ["model.colour", "not an argument of model"]),
+    ("+augmentation.train.transforms.hflip.angle=3", ["augmentation.train.transforms.hflip"]),
+    ("colour=red", ["colour", "unknown config key"]),
+    ("model=unet3", ["model/unet3", "unet_paper"]),
+    # wrong types
+    ("model.depth=four", ["model.depth", "an integer"]),
+    ("data.batch_size=2.5", ["data.batch_size", "an integer"]),
+    ("trainer.max_epochs=ten", ["trainer.max_epochs", "an integer"]),
+    ("module.channels_last=yes", ["module.channels_last", "true or false"]),
+    ("seed=abc", ["seed", "an integer or null"]),
+    ("test=maybe", ["test", "true or false"]),
+    ("resume=maybe", ["resume", "one of auto or true or false"]),
+    ("+optimizer.betas=[0.9]", ["optimizer.betas", "a list of 2"]),
+    ("loss.ignore_index=void", ["(set by ${loss.ignore_index})", "an integer or null"]),
+    # out of range
+    ("model.depth=0", ["model.depth", "an integer in 1..7"]),
+    ("model.up_mode=cubic", ["model.up_mode", "transpose, bilinear, nearest"]),
+    ("model.dropout=1.5", ["model.dropout", "0.0..1.0"]),
+    ("loss.smooth=-1", ["loss.smooth", ">= 0.0"]),
+    ("data.num_classes=12", ["data.num_classes", "2..6"]),
+    ("data.normalization=zscore", ["data.normalization", "image, dataset, fixed, none"]),
+    ("optimizer.lr=-0.1", ["optimizer.lr", ">= 0"]),
+    ("+optimizer.betas=[1.5,0.9]", ["optimizer.betas", "Invalid beta"]),
+    ("scheduler.warmup_fraction=2", ["scheduler.warmup_fraction", "0.0..1.0"]),
+    ("trainer.max_epochs=-5", ["trainer.max_epochs", ">= -1"]),
+    ("trainer.accumulate_grad_batches=0", ["trainer.accumulate_grad_batches", ">= 1"]),
+    ("trainer.precision=fp8", ["trainer.precision", "bf16-mixed"]),
+    ("trainer.devices=0", ["trainer", "devices=0"]),
+    ("seed=-3", ["seed", "0..4294967295"]),
+    ("augmentation.train.transforms.hflip.p=2", ["augmentation.train.transforms.hflip.p"]),
+    ("module.eval_overlap=1.5", ["module.eval_overlap", "0.0..0.95"]),
+    ("module.boundary_class=9", ["module.boundary_class", "0..3"]),
+    ("optimized_mode=maximum", ["optimized_mode", "max, min"]),
+    # choices that do not fit together
+    ("model.depth=6", ["model.depth=6", "too deep for 32 px", "data.image_size", "depth<=5"]),
+    (
+        "model=unet_paper model.context=none model.depth=2 model.width=4",
+        ["data.image_size=32", "valid sizes are 44 + 4k"],
+    ),
+    ("optimized_metric=val/dicee", ["optimized_metric", "val/dice, val/iou"]),
+    ("loss=bce", ["loss=bce", "4 classes"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_fails_before_training_naming_the_key(
+    overrides: str, expected: list[str], tmp_path: Path
 ) -> None:
-    result = run_cli([override, "trainer.max_epochs=1"], cwd=tmp_path, check=False)
+    """Each bad config fails while composing or building (nothing trained yet), with a
+    one-line message that names the key."""
+    with pytest.raises(Exception) as failure:
+        build(compose_config(tmp_path, [*TINY_DATA, "logger=csv", *overrides.split()]))
+    message = one_line(failure.value)
+    assert message is not None, f"no one-line message for {failure.value!r}"
+    assert "\n" not in message
+    for text in expected:
+        assert text in message
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.dpeth=4", "trainer.max_epochs=ten", "optimizer.lr=-0.1", "model.depth=6"],
+)
+def test_bad_config_on_the_command_line_exits_with_one_line(override: str, tmp_path: Path) -> None:
+    result = run_cli([*TINY_DATA, "logger=csv", override], cwd=tmp_path, check=False)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
-    for text in expected:
-        assert text in errors[0]
+    assert override.split("=")[0] in errors[0]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
     assert not list(tmp_path.glob("runs/*/*")), "a failed start left a run folder behind"
+
+
+def test_full_traceback_behind_the_debug_switch(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "optimizer.lr=-0.1", *TINY_DATA],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "optimizer.lr" in result.stderr
 
 
 @pytest.mark.parametrize(

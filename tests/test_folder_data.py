@@ -1,4 +1,5 @@
-"""The folder data module: layouts, formats, label mappings, splits and bad data."""
+"""The folder data module: layouts, formats, label mappings and splits (bad data:
+test_bad_data.py)."""
 
 import json
 from pathlib import Path
@@ -95,75 +96,6 @@ def test_given_split_folders_and_the_saved_split(tmp_path: Path) -> None:
     assert saved["val"] == ["img00", "img01", "img02"] and "test" not in saved
 
 
-def _remove_one(folder: str):
-    def damage(root: Path) -> str:
-        path = sorted((root / folder).iterdir())[1]
-        path.unlink()
-        other = "masks" if folder == "images" else "images"
-        return str(root / other / path.name)
-
-    return damage
-
-
-def _truncate(root: Path) -> str:
-    path = root / "images" / "img02.png"
-    path.write_bytes(path.read_bytes()[:40])
-    return str(path)
-
-
-def _resize_mask(root: Path) -> str:
-    path = root / "masks" / "img03.png"
-    cv2.imwrite(str(path), np.zeros((10, 10), np.uint8))
-    return str(path)
-
-
-def _bad_labels(root: Path) -> str:
-    path = root / "masks" / "img04.png"
-    cv2.imwrite(str(path), np.full((48, 64), 7, np.uint8))
-    return str(path)
-
-
-def _grey_image(root: Path) -> str:
-    path = root / "images" / "img05.png"
-    cv2.imwrite(str(path), np.zeros((48, 64), np.uint8))
-    return str(path)
-
-
-def _empty(root: Path) -> str:
-    for path in (root / "images").iterdir():
-        path.unlink()
-    return str(root / "images")
-
-
-def _zero_bytes(root: Path) -> str:
-    path = root / "masks" / "img01.png"
-    path.write_bytes(b"")
-    return str(path)
-
-
-@pytest.mark.parametrize(
-    ("damage", "expected"),
-    [
-        (_remove_one("masks"), "image without a mask"),
-        (_remove_one("images"), "mask without an image"),
-        (_truncate, "cannot be read"),
-        (_zero_bytes, "cannot be read"),
-        (_resize_mask, "mask is 10x10 but its image"),
-        (_bad_labels, "mask values [7] are not classes"),
-        (_grey_image, "1 channels, but"),
-        (_empty, "no images"),
-    ],
-    ids=["no-mask", "no-image", "truncated", "zero-bytes", "size", "labels", "channels", "empty"],
-)
-def test_bad_data_names_the_file(tmp_path: Path, damage, expected: str) -> None:
-    root = write_dataset(tmp_path, count=6)
-    named = damage(root)
-    with pytest.raises(DataError) as error:
-        _dm(root)
-    assert named in str(error.value)
-    assert expected in str(error.value)
-
-
 @pytest.mark.parametrize(("share", "low", "high"), [(1.0, 0.99, 1.0), (0.0, 0.0, 0.6)])
 def test_foreground_oversampling(tmp_path: Path, share: float, low: float, high: float) -> None:
     """Small objects in big images: patches hit them always (1.0) or by chance (0.0)."""
@@ -195,15 +127,6 @@ def test_tiffs_with_more_channels_than_opencv_reads(tmp_path: Path, layout: str)
     assert dm.in_channels == 5
     for (stem, _, _), image in zip(dm.split["train"], dm.load_split("train")[0], strict=True):
         assert np.array_equal(image, stored[stem])
-
-
-def test_a_tiff_with_two_extra_axes_is_refused_by_name(tmp_path: Path) -> None:
-    root = write_dataset(tmp_path, count=4, channels=1, num_classes=2)
-    path = root / "images" / "img01.tif"
-    (root / "images" / "img01.png").unlink()
-    tifffile.imwrite(path, np.zeros((2, 3, 48, 64), np.uint8))
-    with pytest.raises(DataError, match=r"img01\.tif: TIFF of shape"):
-        _dm(root, num_classes=2)
 
 
 def test_samples_per_epoch_draws_several_patches_per_image(tmp_path: Path) -> None:

@@ -1,25 +1,31 @@
-"""Faults that must lose nothing: kills and full disks while checkpoints are written, damaged
-checkpoint files."""
+"""Faults that must lose nothing: kills and full disks while checkpoints or logs are written,
+damaged checkpoint files, stops by signal, W&B that cannot start online."""
 
 from __future__ import annotations
 
 import csv
 import errno
+import http.server
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO, TINY_DATA, run_cli
+from conftest import FAST, REPO, TINY_DATA, compose_config, run_cli
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from unet_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, save_atomically
+from unet_lab.errors import RunFault, one_line
+from unet_lab.train import train
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(
@@ -203,3 +209,116 @@ def test_killed_and_resumed_training_ends_with_the_weights_of_an_unbroken_run(
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     assert resumed["val"]["dice"] == unbroken["val"]["dice"]
+
+
+class _FakeWandbServer:
+    """A W&B server on localhost that refuses the key (401), does not know the entity (404),
+    or accepts connections and never answers (hang)."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        if behaviour == "hang":
+            self.socket = socket.socket()
+            self.socket.bind(("127.0.0.1", 0))
+            self.socket.listen(64)
+            self.port = self.socket.getsockname()[1]
+            return
+        code, message = (
+            (401, "user is not logged in")
+            if behaviour == "bad key"
+            else (404, "entity nobody not found")
+        )
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"errors": [{"message": message}]}).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self.behaviour == "hang":
+            self.socket.close()
+        else:
+            self.server.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("behaviour", ["bad key", "unknown entity", "hang"])
+def test_a_misconfigured_wandb_falls_back_to_offline(tmp_path: Path, behaviour: str) -> None:
+    """Credentials and a server that answers the connection, so the run starts online; the
+    online start fails (bounded by init_timeout) and the run trains, logging offline."""
+    server = _FakeWandbServer(behaviour)
+    env = {
+        **os.environ,
+        "WANDB_BASE_URL": f"http://127.0.0.1:{server.port}",
+        "WANDB_API_KEY": "k" * 40,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("WANDB_MODE", None)
+    args = [*FAST, *TINY_DATA, "logger=default", "logger.wandb.init_timeout=3"]
+    if behaviour == "unknown entity":
+        args.append("logger.wandb.entity=nobody")
+    try:
+        result = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), *args, "hydra.run.dir=run"],
+            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=240,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the online run did not start" in result.stderr + result.stdout
+    assert "logging offline instead" in result.stderr + result.stdout
+    run = tmp_path / "run"
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, sorted(p.name for p in (run / "wandb").iterdir())
+    assert (run / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("writing", ["log", "checkpoint"])
+def test_a_full_disk_stops_the_run_clearly_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writing: str
+) -> None:
+    """The disk fills up in epoch 2 (of 3), while the CSV log or the checkpoint is written:
+    the run stops with one message naming the file, and epoch 1's last.ckpt stays whole."""
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+
+    def full_after_first_checkpoint(original):
+        def write(*args, **kwargs):
+            if last.is_file():
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return original(*args, **kwargs)
+
+        return write
+
+    if writing == "log":
+        monkeypatch.setattr(
+            ExperimentWriter, "save", full_after_first_checkpoint(ExperimentWriter.save)
+        )
+    else:
+        monkeypatch.setattr(torch, "save", full_after_first_checkpoint(torch.save))
+    cfg = compose_config(run, [*FAST, *TINY_DATA, "trainer.max_epochs=3"])
+    with pytest.raises(RunFault) as stopped:
+        train(cfg)
+    monkeypatch.undo()
+    message = one_line(stopped.value)
+    assert message is not None and "No space left on device" in message
+    named = "metrics.csv" if writing == "log" else ".ckpt"
+    assert named in message and f"the last complete checkpoint {last} is kept" in message
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["epoch"] == 0  # epoch 1's, complete
+    assert json.loads((run / "metrics.json").read_text())["status"] == "failed"

@@ -1,10 +1,17 @@
-"""Resume arguments and run-folder housekeeping, without training."""
+"""Resume arguments, run folders claimed per run, and housekeeping, without training."""
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from unet_lab.runs import discard_unstarted, resume_arguments, run_dir_of_checkpoint
+from unet_lab.runs import (
+    claimed_folder_arguments,
+    discard_unstarted,
+    release_if_unused,
+    resume_arguments,
+    run_dir_of_checkpoint,
+)
 
 
 def _run_folder(root: Path, overrides: list[str], name: str = "0_model.depth=3,x=1") -> Path:
@@ -63,3 +70,26 @@ def test_only_unstarted_run_folders_are_removed(
         (run_dir / name).mkdir(parents=True)
     discard_unstarted(run_dir)
     assert run_dir.exists() != removed
+
+
+def test_runs_started_at_the_same_moment_get_their_own_folders(tmp_path: Path) -> None:
+    """The same clock reading (array jobs, two machines on one disk) gives two folders: each
+    is claimed by creating it, so the second becomes <time>-1."""
+    moment = datetime(2026, 11, 26, 9, 30, 0, 123456)
+    first, folder_a = claimed_folder_arguments(["model.depth=3"], tmp_path, moment)
+    second, folder_b = claimed_folder_arguments(["model.depth=3"], tmp_path, moment)
+    assert folder_a == tmp_path / "runs" / "2026-11-26" / "09-30-00-123456"
+    assert folder_b == tmp_path / "runs" / "2026-11-26" / "09-30-00-123456-1"
+    assert first[-1] == f"hydra.run.dir='{folder_a}'"
+    assert second[-1] == f"hydra.run.dir='{folder_b}'"
+    sweep, sweep_folder = claimed_folder_arguments(["-m", "model.depth=3,4"], tmp_path, moment)
+    assert sweep_folder == tmp_path / "multirun" / "2026-11-26" / "09-30-00-123456"
+    assert sweep[-1].startswith("hydra.sweep.dir=")
+    given = ["hydra.run.dir=mine"]
+    assert claimed_folder_arguments(given, tmp_path, moment) == (given, None)
+    (folder_a / "train.log").write_text("started\n")
+    release_if_unused(folder_a)  # a run began here: kept
+    release_if_unused(folder_b)  # the command failed before its run began: removed
+    assert folder_a.is_dir() and not folder_b.exists()
+    release_if_unused(sweep_folder)  # and with it the empty multirun/<date>/ and multirun/
+    assert not (tmp_path / "multirun").exists()

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from unet_lab.errors import InputError
+from unet_lab.errors import InputError, RunFault
 
 
-class CheckpointWriteError(InputError):
+class CheckpointWriteError(RunFault):
     """A checkpoint could not be written (full disk, no permission); the previous one is kept."""
 
 

@@ -22,6 +22,15 @@ class _ContinuingWriter(ExperimentWriter):
             with open(self.metrics_file_path, newline="") as file:
                 self.metrics_keys = next(csv.reader(file), [])
 
+    def save(self) -> None:
+        """Writes the pending rows; a failed write (a full disk) names the file."""
+        try:
+            super().save()
+        except OSError as exc:
+            if exc.filename:
+                raise
+            raise OSError(exc.errno, exc.strerror, self.metrics_file_path) from exc
+
 
 class ResumableCSVLogger(CSVLogger):
     """``pytorch_lightning.loggers.CSVLogger`` that appends to the metrics of earlier starts."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
 import sys
@@ -13,6 +14,7 @@ from typing import NoReturn
 from hydra.errors import ConfigCompositionException, InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from unet_lab.validation import InvalidArgumentError
 
@@ -25,6 +27,27 @@ class ConfigError(InputError):
     """A config key has a wrong name or value; the message names the key."""
 
 
+class RunFault(Exception):
+    """The machine stopped a run (a full disk, a read-only folder): the one-line message names
+    the file, and says what was kept and how to continue."""
+
+
+# OSError numbers of storage faults: no space, quota exceeded, read-only file system.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def storage_fault(exc: BaseException) -> OSError | None:
+    """The storage fault (``STORAGE_ERRNOS``) behind ``exc``, following its causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def config_error(exc: BaseException, key: str) -> InputError | None:
     """The :class:`InputError` behind a failed instantiation of config node ``key``: a bad
     argument (out of range, unknown) becomes a ConfigError naming the key, a data problem is
@@ -32,6 +55,9 @@ def config_error(exc: BaseException, key: str) -> InputError | None:
     cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
     if isinstance(cause, InputError):  # a data problem found while building: already named
         return cause
+    nested = re.search(r"\nfull_key: ([\w.]+)\s*$", str(exc))
+    if nested:  # Hydra names the nested node that failed (a transform inside a pipeline)
+        key = nested.group(1)
     if isinstance(cause, InvalidArgumentError):
         return ConfigError(
             f"{key}.{cause.name}={cause.value!r} is not valid: expected {cause.expected}"
@@ -40,18 +66,25 @@ def config_error(exc: BaseException, key: str) -> InputError | None:
         match = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
         if match:
             return ConfigError(f"{key}.{match.group(1)} is not an argument of {key}")
+    if isinstance(cause, ValueError | MisconfigurationException):  # a library's own check
+        lines = str(cause).splitlines()
+        if len(lines) >= 3 and "validation error" in lines[0]:  # pydantic (albumentations)
+            reason = lines[2].split(" [type=")[0].strip()
+            return ConfigError(f"{key}.{lines[1].strip()} is not valid: {reason.lower()}")
+        return ConfigError(f"{key}: {lines[0] if lines else type(cause).__name__}")
     return None
 
 
 def one_line(exc: BaseException) -> str | None:
     """A one-line description of a configuration error, or None for other exceptions."""
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError | RunFault):
         return str(exc)
     cause = exc.__cause__ if isinstance(exc, ConfigCompositionException) else exc
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return _omegaconf_message(cause)
     if isinstance(exc, ConfigCompositionException):
-        return " ".join(str(exc).split())
+        text = " ".join(str(exc).split())
+        return text.split(" Config search path:")[0]  # the search path: not the user's mistake
     return None
 
 

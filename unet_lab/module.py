@@ -19,6 +19,7 @@ from unet_lab.models.blocks import center_crop
 from unet_lab.region_scores import boundary_rand_error
 from unet_lab.sliding_window import SlidingWindowPredictor
 from unet_lab.surface_metrics import SurfaceDistances
+from unet_lab.validation import check_float, check_int
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
@@ -91,6 +92,8 @@ class SegmentationModule(pl.LightningModule):
         )
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.ignore_index = ignore_index
+        if boundary_class is not None:
+            check_int("boundary_class", boundary_class, 0, num_classes - 1)
         self.boundary_class = boundary_class
         # Rand error per stage ("val", "test"), only for boundary maps.
         self.rand_errors = (
@@ -98,8 +101,13 @@ class SegmentationModule(pl.LightningModule):
             if boundary_class is None
             else nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         )
+        if eval_tile_size is not None:
+            check_int("eval_tile_size", eval_tile_size, 8)
+        check_float("eval_overlap", eval_overlap, 0.0, 0.95)
         self.window = (
-            SlidingWindowPredictor(eval_tile_size, eval_overlap) if eval_tile_size else None
+            SlidingWindowPredictor(eval_tile_size, eval_overlap)
+            if eval_tile_size is not None
+            else None
         )
         if channels_last:
             spatial_dims = int(getattr(net, "spatial_dims", 2))
@@ -107,6 +115,15 @@ class SegmentationModule(pl.LightningModule):
             self.net.to(memory_format=memory_format)  # type: ignore[call-overload]
         if compile:
             self.net.compile()  # in place: weights and checkpoints keep their names
+
+    def epoch_metric_names(self) -> list[str]:
+        """The scores logged at the end of each training and validation epoch (what
+        ``optimized_metric`` and checkpoint monitors can name)."""
+        scores = ["loss", "dice", "iou", "acc"]
+        for name in self.class_names:
+            scores += [f"dice_{name}", f"iou_{name}"]
+        boundary = ["rand_error"] if self.rand_errors is not None else []
+        return [f"train/{s}" for s in scores] + [f"val/{s}" for s in [*scores, *boundary]]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -79,6 +80,44 @@ def resume_arguments(args: list[str]) -> list[str]:
     if not any(key.startswith("hydra.run.dir") for key in given):
         placement.append(f"hydra.run.dir={_quote(str(run_dir))}")
     return earlier + args + placement
+
+
+def claimed_folder_arguments(
+    args: list[str], log_dir: Path, now: datetime | None = None
+) -> tuple[list[str], Path | None]:
+    """Gives a new run (or sweep) its own folder, ``runs/<date>/<time>`` as Hydra would name
+    it, but claimed by creating it: runs started at the same moment (array jobs, a script's
+    loop, two machines on a shared disk) read the same clock, and the second of them gets
+    ``<time>-1`` instead of sharing the folder. Returns the arguments with the folder for
+    Hydra, and the folder (None where the command gives its own)."""
+    multirun = any(a in _MULTIRUN_FLAGS for a in args)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if any(_override_key(a) == key for a in args if not a.startswith("-")):
+        return args, None
+    now = now or datetime.now()
+    parent = log_dir / ("multirun" if multirun else "runs") / now.strftime("%Y-%m-%d")
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = now.strftime("%H-%M-%S-%f")
+    for attempt in itertools.count():
+        folder = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir()  # atomic: exactly one process creates it
+        except FileExistsError:
+            continue
+        return [*args, f"{key}={_quote(str(folder))}"], folder
+    raise AssertionError("unreachable")
+
+
+def release_if_unused(folder: Path | None) -> None:
+    """Removes a claimed folder that stayed empty (the command failed before the run began),
+    and its date and ``runs`` folders if that leaves them empty."""
+    if folder is None or not folder.is_dir() or any(folder.iterdir()):
+        return
+    for empty in (folder, folder.parent, folder.parent.parent):
+        try:
+            empty.rmdir()
+        except OSError:  # not empty: another run's folder is there
+            return
 
 
 def _is_resume_true(arg: str) -> bool:

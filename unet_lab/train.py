@@ -39,17 +39,20 @@ from unet_lab.checkpoint_io import AtomicCheckpointIO
 from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optional
 from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.distributed import is_rank_zero, local_ranks, shared_run_folder_arguments
-from unet_lab.errors import ConfigError, InputError, input_errors_exit
+from unet_lab.errors import ConfigError, InputError, RunFault, input_errors_exit, storage_fault
 from unet_lab.module import SegmentationModule
 from unet_lab.precision import resolve_precision
 from unet_lab.runs import (
     CHECKPOINT_DIR,
+    claimed_folder_arguments,
     discard_unstarted,
     finished_summary,
+    release_if_unused,
     resume_arguments,
     sweep_resume_arguments,
     write_summary,
 )
+from unet_lab.schema import check_config, check_fit, check_optimizer
 from unet_lab.wandb_logging import finish_wandb
 
 log = logging.getLogger("unet_lab")
@@ -81,6 +84,7 @@ def build(cfg: DictConfig) -> Experiment:
     Raises :class:`InputError` naming the key or file for bad values or data, before anything
     is trained.
     """
+    check_config(cfg)
     transforms = {
         f"{split}_transform": instantiate(
             cfg.augmentation[split], f"augmentation.{split}", seed=cfg.get("seed")
@@ -91,14 +95,24 @@ def build(cfg: DictConfig) -> Experiment:
     loss = instantiate(cfg.loss, "loss")
     net = build_network(cfg.model, datamodule, loss)
     scheduler_cfg = optional(cfg.get("scheduler"))
+    optimizer = instantiate(cfg.optimizer, "optimizer")
+    scheduler = instantiate(scheduler_cfg, "scheduler") if scheduler_cfg else None
+    check_optimizer(cfg, optimizer, scheduler)
     module = instantiate(
         cfg.module,
         "module",
         net=net,
         loss=loss,
-        optimizer=instantiate(cfg.optimizer, "optimizer"),
-        scheduler=instantiate(scheduler_cfg, "scheduler") if scheduler_cfg else None,
+        optimizer=optimizer,
+        scheduler=scheduler,
         class_names=datamodule.class_names,
+    )
+    check_fit(
+        cfg,
+        datamodule.train_input_size,
+        datamodule.train_input_size_key,
+        net,
+        module.epoch_metric_names(),
     )
     best_metrics = BestMetrics(cfg.optimized_metric, cfg.optimized_mode)
     resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
@@ -240,14 +254,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(128 + (signal.SIGTERM if by_sigterm else signal.SIGINT)) from exc
     except BaseException as exc:
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        fault = storage_fault(exc)
+        if fault is not None:
+            raise RunFault(_storage_message(exc, fault, run_dir, trainer)) from exc
         log.exception("run failed: %s", run_dir)  # into train.log too, also for sweep jobs
         raise
     finally:
         summary["duration_s"] = round(time.perf_counter() - started, 1)
         if trainer.is_global_zero:
-            write_summary(run_dir, summary)
+            try:
+                write_summary(run_dir, summary)
+            except OSError as exc:  # the disk that stopped the run may refuse this too
+                log.error("could not write %s: %s", run_dir / "metrics.json", exc)
             _report(summary, finish_wandb(run_dir))
     return summary
+
+
+def _storage_message(exc: BaseException, fault: OSError, run_dir: Path, trainer: pl.Trainer) -> str:
+    """What a storage fault stopped, what is kept, and how to go on."""
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    kept = (
+        f"the last complete checkpoint {last} is kept"
+        if last.is_file()
+        else "no checkpoint had been written yet"
+    )
+    reason = fault.strerror or str(fault)
+    what = str(exc) if isinstance(exc, RunFault) else f"{fault.filename or run_dir}: {reason}"
+    return (
+        f"{what}; training stopped in epoch {trainer.current_epoch}; {kept}. Free space and "
+        "run the same command to continue."
+    )
 
 
 def _log_batch_size(trainer: pl.Trainer, batch_size: int) -> None:
@@ -352,7 +388,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_float32_matmul_precision("high")
     for pattern in _KNOWN_HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    claimed = None
     with input_errors_exit(full_traceback=os.environ[_DEBUG_ENV] == "1"):
-        args = sweep_resume_arguments(resume_arguments(args), log_dir)
-        sys.argv = [sys.argv[0], *shared_run_folder_arguments(args)]
-        _hydra_main()
+        args = shared_run_folder_arguments(sweep_resume_arguments(resume_arguments(args), log_dir))
+        args, claimed = claimed_folder_arguments(args, log_dir)
+        sys.argv = [sys.argv[0], *args]
+        try:
+            _hydra_main()
+        finally:
+            release_if_unused(claimed)

@@ -10,12 +10,13 @@ import socket
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import WandbLogger
 
 from unet_lab.distributed import is_rank_zero
-from unet_lab.validation import check_choice
+from unet_lab.validation import check_choice, check_float
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,31 @@ def _run_id(save_dir: Path) -> str:
     return run_id
 
 
+class OfflineFallbackWandbLogger(WandbLogger):
+    """A ``WandbLogger`` whose online run, when it cannot start (a wrong API key or entity, a
+    server that does not answer within ``init_timeout``), becomes an offline run in the same
+    folder, with a warning, instead of stopping the training."""
+
+    @property
+    def experiment(self) -> Any:
+        try:
+            return super().experiment
+        except Exception as exc:
+            if self._wandb_init.get("mode") != "online" or self._experiment is not None:
+                raise
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            log.warning(
+                "W&B: the online run did not start (%s): logging offline instead; upload it "
+                "later with `wandb sync`",
+                reason,
+            )
+            import wandb
+
+            wandb.teardown()  # the failed run's service still holds its id
+            self._wandb_init["mode"] = "offline"
+            return super().experiment
+
+
 def wandb_logger(
     save_dir: str,
     project: str = "unet-lab",
@@ -85,12 +111,16 @@ def wandb_logger(
     tags: list[str] | None = None,
     entity: str | None = None,
     mode: str = "auto",
+    init_timeout: float = 30.0,
 ) -> WandbLogger:
-    """A Lightning ``WandbLogger`` writing under ``save_dir/wandb``, resumable in place."""
+    """A Lightning ``WandbLogger`` writing under ``save_dir/wandb``, resumable in place. An
+    online run that cannot start within ``init_timeout`` seconds (W&B's own retries may take
+    about twice that) continues offline."""
     import wandb
 
+    check_float("init_timeout", init_timeout, 1.0)
     folder = Path(save_dir)
-    return WandbLogger(
+    return OfflineFallbackWandbLogger(
         save_dir=str(folder),
         project=project,
         name=name,
@@ -100,7 +130,7 @@ def wandb_logger(
         id=_run_id(folder) if is_rank_zero() else None,  # only rank 0 starts a W&B run
         resume="allow",
         mode=resolve_mode(mode),
-        settings=wandb.Settings(init_timeout=30, console="off"),
+        settings=wandb.Settings(init_timeout=init_timeout, console="off"),
     )
 
 

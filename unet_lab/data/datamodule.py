@@ -32,6 +32,9 @@ class InMemoryDataModule(pl.LightningDataModule):
     """
 
     in_channels: int
+    # Side of the square training inputs (None: it varies), and the key that sets it.
+    train_input_size: int | None = None
+    train_input_size_key = "data.patch_size"
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ import tifffile
 from unet_lab.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+JPEG_END = b"\xff\xd9"  # the end-of-image marker every complete JPEG file ends with
 
 
 class DataError(InputError):
@@ -18,10 +19,13 @@ class DataError(InputError):
 
 
 def list_images(folder: Path) -> dict[str, Path]:
-    """Image files of ``folder`` by stem; two files with one stem are an error."""
+    """Image files of ``folder`` by stem; two files with one stem are an error. Hidden files
+    (``.name``, such as the ``._name.png`` that macOS copies leave) are not images."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        if not path.is_file():
             continue
         if path.stem in found:
             raise DataError(
@@ -38,9 +42,14 @@ def read_image(path: Path) -> np.ndarray:
         planes = _tiff_with_channel_planes(path)
         if planes is not None:
             return planes
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    if path.suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\0").endswith(JPEG_END):
+        # OpenCV decodes a cut JPEG without an error, filling the rest with grey.
+        raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None or image.size == 0:
         raise DataError(f"{path}: cannot be read as an image (unreadable, truncated or empty)")
+    _check_finite(image, path)
     if image.ndim == 2:
         image = image[..., None]
     elif image.shape[2] == 3:
@@ -72,7 +81,19 @@ def _tiff_with_channel_planes(path: Path) -> np.ndarray | None:
     except Exception as exc:  # tifffile raises many types for broken or unsupported files
         hint = " (pip install imagecodecs)" if "imagecodecs" in str(exc) else ""
         raise DataError(f"{path}: cannot be read as a TIFF image: {exc}{hint}") from exc
+    _check_finite(array, path)
     return np.moveaxis(array, channel_axes[0], -1)
+
+
+def _check_finite(image: np.ndarray, path: Path) -> None:
+    """Float images (TIFF) may hold NaN or infinities, which would turn every loss into NaN."""
+    if np.issubdtype(image.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:
+            raise DataError(
+                f"{path}: {bad} NaN or infinite pixel value(s); replace them (e.g. with 0) "
+                "or mask them out before training"
+            )
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -121,6 +121,10 @@ class FolderDataModule(InMemoryDataModule):
             )
         self.patch_size = patch_size
         if patch_size is not None:
+            self.train_input_size = patch_size
+        elif len(sizes) == 1:  # all images of one square size, trained whole
+            self.train_input_size = next(iter(sizes))[0]
+        if patch_size is not None:
             background = [0] if ignore_index is None else [0, ignore_index]
             crop = [
                 A.PadIfNeeded(patch_size, patch_size, border_mode=cv2.BORDER_REFLECT_101),

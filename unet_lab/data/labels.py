@@ -44,6 +44,15 @@ class LabelMapping:
         self.dtype = np.uint8 if max(num_classes - 1, ignore_index or 0) <= 255 else np.int32
 
     def __call__(self, mask: np.ndarray, path: Path) -> np.ndarray:
+        labels = self._labels(mask, path)
+        if self.ignore_index is not None and (labels == self.ignore_index).all():
+            raise DataError(
+                f"{path}: every pixel is ignore_index ({self.ignore_index}): nothing to learn "
+                "or score; remove the image or label it"
+            )
+        return labels
+
+    def _labels(self, mask: np.ndarray, path: Path) -> np.ndarray:
         if self.palette is not None:
             return self._from_colours(mask, path)
         if mask.ndim == 3:
@@ -62,9 +71,15 @@ class LabelMapping:
         present = np.unique(mask).tolist()
         unknown = [v for v in present if v not in lookup]
         if unknown:
+            lossy = path.suffix.lower() in (".jpg", ".jpeg")
             raise DataError(
                 f"{path}: mask values {unknown[:8]} are not classes; expected {sorted(lookup)} "
-                "(set data.num_classes, data.mask_values or data.ignore_index)"
+                + (
+                    "(a JPEG mask: its compression changes label values; store masks as PNG or "
+                    "TIFF)"
+                    if lossy
+                    else "(set data.num_classes, data.mask_values or data.ignore_index)"
+                )
             )
         out = np.zeros(mask.shape, self.dtype)
         for value in present:

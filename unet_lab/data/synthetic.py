@@ -43,6 +43,7 @@ class SyntheticShapesDataModule(InMemoryDataModule):
             batch_size, num_workers, train_transform, eval_transform, normalization, mean, std
         )
         self.image_size = check_int("image_size", image_size, 8)
+        self.train_input_size, self.train_input_size_key = image_size, "data.image_size"
         self.in_channels = check_int("in_channels", in_channels, 1)
         self.num_classes = check_int("num_classes", num_classes, 2, len(SHAPE_KINDS) + 1)
         self.split_sizes = {
