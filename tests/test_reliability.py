@@ -322,3 +322,61 @@ def test_a_full_disk_stops_the_run_clearly_and_keeps_the_last_checkpoint(
     checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["epoch"] == 0  # epoch 1's, complete
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
+
+
+KILLERS = textwrap.dedent(
+    """
+    import os
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import Checkpoint
+
+    class BeforeCheckpoint(pl.Callback):
+        # epoch 1's rows of steps are written, its checkpoint is not
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1 and not os.environ.get("NO_KILL"):
+                os._exit(9)
+
+    class AfterCheckpoint(Checkpoint):
+        # checkpoint callbacks run last, in order: epoch 1's checkpoint is written, its
+        # training-scores row is not (Lightning logs it after the checkpoint callbacks)
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1 and not os.environ.get("NO_KILL"):
+                os._exit(9)
+    """
+)
+
+
+def _csv_rows(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "csv" / "metrics.csv").open()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["BeforeCheckpoint", "AfterCheckpoint"])
+def test_a_kill_at_an_epoch_end_leaves_the_log_as_an_unbroken_runs(
+    tmp_path: Path, moment: str
+) -> None:
+    """SIGKILL-like exits at the two sides of epoch 1's checkpoint, then the same command: the
+    CSV log ends equal to an unbroken run's, every training row once (rows logged after the
+    checkpoint are dropped on resume; an epoch row the kill prevented is logged from the
+    checkpoint), and last.ckpt was the latest epoch even though val/dice did not improve."""
+    (tmp_path / "killers.py").write_text(KILLERS)
+    common = [*FAST, *TINY_DATA, "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+              "trainer.deterministic=true", "test=false"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    command = [sys.executable, str(REPO / "train.py"), *common, "hydra.run.dir=killed",
+               f"+callbacks.killer._target_=killers.{moment}"]  # fmt: skip
+    killed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    assert killed.returncode == 9
+    saved = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["epoch"] == (1 if moment == "AfterCheckpoint" else 0)
+    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env={**env, "NO_KILL": "1"})  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_cli([*common, "hydra.run.dir=unbroken"], cwd=tmp_path)
+
+    def training_log(run: str) -> list[tuple[str, ...]]:
+        rows = _csv_rows(tmp_path / run)
+        return [(r["epoch"], r["step"], r["train/loss_step"], r["train/loss_epoch"],
+                 r["train/dice"], r["val/dice"]) for r in rows]  # fmt: skip
+
+    assert training_log("killed") == training_log("unbroken")

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from unet_lab.csv_logging import ResumableCSVLogger
 from unet_lab.data.augmentation import as_tuples
 from unet_lab.data.augmentation import random_state as augmentation_random_state
 from unet_lab.data.augmentation import set_random_state as set_augmentation_random_state
@@ -166,6 +167,61 @@ class RandomStateInCheckpoint(pl.Callback):
 def _train_transform(trainer: pl.Trainer) -> Any:
     """The training augmentation pipeline of the trainer's data module, if it has one."""
     return getattr(getattr(trainer, "datamodule", None), "train_transform", None)
+
+
+class LogsFromCheckpoint(pl.Callback):
+    """Keeps the CSV log in step with the checkpoint a run resumes from, so that a kill loses no
+    row and doubles none:
+
+    - at the end of a training epoch Lightning writes the checkpoint before it logs the epoch's
+      training scores; those scores are kept in the checkpoint, and a resumed run whose CSV
+      lacks them (killed in between) logs them first;
+    - rows logged after the checkpoint (part of an epoch the resumed run does again) are
+      dropped, so every step has its rows once.
+    """
+
+    KEY = "unet_lab_epoch_row"
+
+    def __init__(self) -> None:
+        self.saved_row: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if not trainer.fit_loop.epoch_loop.done:  # mid-epoch (an interrupt): no epoch row yet
+            return
+        metrics = {
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith("train/") and not key.endswith("_step")
+        }
+        if "train/loss_epoch" in metrics:
+            metrics.pop("train/loss", None)  # the same value, logged as train/loss_epoch
+        checkpoint[self.KEY] = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step - 1,  # Lightning logs epoch rows at the last step
+            "metrics": metrics,
+        }
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self.saved_row = checkpoint.get(self.KEY)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path is None or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if not isinstance(logger, ResumableCSVLogger):
+                continue
+            dropped = logger.forget_from_step(trainer.global_step)
+            if dropped:
+                log.info("resume: dropped %d CSV rows logged after the checkpoint", dropped)
+            row = self.saved_row
+            if row and row["metrics"] and not logger.has_epoch_row(row["epoch"]):
+                logger.log_metrics({**row["metrics"], "epoch": row["epoch"]}, row["step"])
+                logger.save()
+                log.info("resume: epoch %d's training row logged from the checkpoint", row["epoch"])
 
 
 class StopOnNonFiniteLoss(pl.Callback):

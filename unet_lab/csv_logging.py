@@ -1,7 +1,8 @@
 """A CSV logger that continues ``metrics.csv`` when a run is resumed in its folder.
 
 Lightning's CSVLogger deletes an existing ``metrics.csv`` when it starts; resuming a run in place
-would then lose the metrics of every epoch before the resume.
+would then lose the metrics of every epoch before the resume. What a kill leaves out of step
+with the checkpoint is repaired on resume by ``unet_lab.callbacks.LogsFromCheckpoint``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,36 @@ class _ContinuingWriter(ExperimentWriter):
 
 class ResumableCSVLogger(CSVLogger):
     """``pytorch_lightning.loggers.CSVLogger`` that appends to the metrics of earlier starts."""
+
+    def has_epoch_row(self, epoch: int) -> bool:
+        """Whether the training scores of ``epoch`` (its ``train/loss_epoch``) were logged."""
+        path = self.experiment.metrics_file_path
+        if not os.path.isfile(path):
+            return False
+        with open(path, newline="") as file:
+            return any(
+                row.get("epoch") == str(epoch) and row.get("train/loss_epoch")
+                for row in csv.DictReader(file)
+            )
+
+    def forget_from_step(self, step: int) -> int:
+        """Drops the rows of ``step`` and later (written after the checkpoint a run resumes
+        from); returns how many."""
+        path = self.experiment.metrics_file_path
+        if not os.path.isfile(path):
+            return 0
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            header, rows = reader.fieldnames or [], list(reader)
+        kept = [row for row in rows if not row.get("step") or int(row["step"]) < step]
+        if len(kept) < len(rows):
+            temporary = f"{path}.tmp"
+            with open(temporary, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(temporary, path)
+        return len(rows) - len(kept)
 
     @property
     @rank_zero_experiment

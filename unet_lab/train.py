@@ -33,6 +33,7 @@ from unet_lab.callbacks import (
     BestMetrics,
     CheckpointOnInterrupt,
     ConfigInCheckpoint,
+    LogsFromCheckpoint,
     RandomStateInCheckpoint,
 )
 from unet_lab.checkpoint_io import AtomicCheckpointIO
@@ -122,6 +123,7 @@ def build(cfg: DictConfig) -> Experiment:
         ConfigInCheckpoint(resolved),
         CheckpointOnInterrupt(),
         RandomStateInCheckpoint(),
+        LogsFromCheckpoint(),
     ]
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     trainer = instantiate(
