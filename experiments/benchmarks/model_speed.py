@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import resource
 import statistics
 import subprocess
@@ -137,6 +139,13 @@ def measure(network: str, mode: str, warmup: int, steps: int) -> dict:
     return result
 
 
+def _error_line(stderr: str, returncode: int) -> str:
+    """The line of a failed child's output that names the error."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line)]
+    return (named or lines or [f"exit code {returncode}"])[-1][:300]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat of 4 steps")
@@ -162,14 +171,20 @@ def main() -> None:
                     sys.executable, __file__, "--child", network, mode,
                     "--steps", str(args.steps), "--warmup", str(args.warmup),
                 ]  # fmt: skip
-                done = subprocess.run(command, capture_output=True, text=True, check=True)
-                runs[network][mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                done = subprocess.run(command, capture_output=True, text=True)
+                runs[network][mode].append(
+                    json.loads(done.stdout.strip().splitlines()[-1])
+                    if done.returncode == 0
+                    else {"error": _error_line(done.stderr, done.returncode)}
+                )
                 print(f"repeat {repeat} {network} {mode}: {runs[network][mode][-1]}", flush=True)
 
-    def median(network: str, mode: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[network][mode])
+    def median(network: str, mode: str, key: str) -> float | None:
+        values = [r[key] for r in runs[network][mode] if "error" not in r]
+        return statistics.median(values) if values else None
 
     ours = median("unet-lab UNet", DEFAULT_MODE, "train_images_per_s")
+    assert ours is not None, runs["unet-lab UNet"][DEFAULT_MODE]
     command = command_line(__file__)
     lines = [
         "# Model speed: unet-lab's UNet vs MONAI BasicUNet vs a reference U-Net",
@@ -184,12 +199,19 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     rows = []
+    failures = []
     for network in NETWORKS:
         for mode in modes:
             train, infer = (
                 median(network, mode, k) for k in ("train_images_per_s", "infer_images_per_s")
             )
             peak = median(network, mode, "peak_mib")
+            if train is None or infer is None or peak is None:
+                error = runs[network][mode][0]["error"]
+                rows.append({"network": network, "mode": mode, "error": error})
+                lines.append(f"| {network} | {mode} | failed [{len(failures) + 1}] | | | |")
+                failures.append(f"[{len(failures) + 1}] {network}, {mode}: `{error}`")
+                continue
             rows.append({"network": network, "mode": mode, "train_images_per_s": train,
                          "infer_images_per_s": infer, "peak_mib": peak,
                          "default_speedup": ours / train})  # fmt: skip
@@ -197,7 +219,9 @@ def main() -> None:
                 f"| {network} | {mode} | {train:.1f} | {infer:.1f} | {peak:.0f} | "
                 f"{ours / train:.2f}x |"
             )
-    peers_fp32 = {n: median(n, "fp32", "train_images_per_s") for n in NETWORKS[1:]}
+    if failures:
+        lines += ["", "Failed runs (the error's last line):", "", *failures]
+    peers_fp32 = {n: median(n, "fp32", "train_images_per_s") or math.nan for n in NETWORKS[1:]}
     lines += [
         "",
         f"unet-lab's default ({DEFAULT_MODE}) trains "
