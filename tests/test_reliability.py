@@ -106,6 +106,12 @@ def test_a_damaged_checkpoint_is_named_and_nothing_else_is_touched(tmp_path: Pat
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
 
 
+def _default_sigint() -> None:
+    """A process inherits an ignored SIGINT (pytest-xdist workers ignore it) and Python then
+    keeps ignoring it; a user's terminal delivers it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *args],
@@ -113,6 +119,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
