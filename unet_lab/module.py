@@ -14,10 +14,10 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
 from unet_lab.losses import DeepSupervisionLoss
-from unet_lab.metrics import SegmentationScores
+from unet_lab.metrics import SegmentationScores, scores_from_confusion
 from unet_lab.models.blocks import center_crop
 from unet_lab.region_scores import boundary_rand_error
-from unet_lab.sliding_window import SlidingWindowPredictor
+from unet_lab.sliding_window import MAX_OVERLAP, MIN_TILE_SIZE, SlidingWindowPredictor
 from unet_lab.surface_metrics import SurfaceDistances
 from unet_lab.validation import check_float, check_int
 
@@ -101,9 +101,10 @@ class SegmentationModule(pl.LightningModule):
             if boundary_class is None
             else nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         )
+        # Checked here under the module's own names, also when no window is made.
         if eval_tile_size is not None:
-            check_int("eval_tile_size", eval_tile_size, 8)
-        check_float("eval_overlap", eval_overlap, 0.0, 0.95)
+            check_int("eval_tile_size", eval_tile_size, MIN_TILE_SIZE)
+        check_float("eval_overlap", eval_overlap, 0.0, MAX_OVERLAP)
         self.window = (
             SlidingWindowPredictor(eval_tile_size, eval_overlap)
             if eval_tile_size is not None
@@ -119,9 +120,8 @@ class SegmentationModule(pl.LightningModule):
     def epoch_metric_names(self) -> list[str]:
         """The scores logged at the end of each training and validation epoch (what
         ``optimized_metric`` and checkpoint monitors can name)."""
-        scores = ["loss", "dice", "iou", "acc"]
-        for name in self.class_names:
-            scores += [f"dice_{name}", f"iou_{name}"]
+        classes = len(self.class_names)
+        scores = ["loss", *scores_from_confusion(torch.zeros(classes, classes), self.class_names)]
         boundary = ["rand_error"] if self.rand_errors is not None else []
         return [f"train/{s}" for s in scores] + [f"val/{s}" for s in [*scores, *boundary]]
 

@@ -21,6 +21,8 @@ from unet_lab.models.blocks import mirror_pad
 from unet_lab.validation import check_choice, check_float, check_int
 
 BLENDINGS = ("gaussian", "constant")
+MIN_TILE_SIZE = 8
+MAX_OVERLAP = 0.95  # tiles overlapping more would barely advance
 
 
 def tile_starts(length: int, tile: int, step: int) -> list[int]:
@@ -64,8 +66,8 @@ class SlidingWindowPredictor:
         tta: bool = False,
         progress: bool = False,
     ) -> None:
-        self.tile_size = check_int("tile_size", tile_size, 8)
-        self.overlap = check_float("overlap", overlap, 0.0, 0.95)
+        self.tile_size = check_int("tile_size", tile_size, MIN_TILE_SIZE)
+        self.overlap = check_float("overlap", overlap, 0.0, MAX_OVERLAP)
         self.blending = check_choice("blending", blending, BLENDINGS)
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.tta = tta
