@@ -8,13 +8,14 @@ unet-lab's default recipe and for the recipes peers typically train with, each t
     .venv/bin/python experiments/benchmarks/time_to_quality.py --quick
 
 Recipes: unet-lab's default, as ``python train.py`` runs it (its epochs and its warm-up + cosine
-schedule, which spans them), and the same with ``module.compile=true``; milesial/Pytorch-UNet's
+schedule, which spans them), and the same with ``module.compile=true`` (or, with ``--recipes``,
+in fp32: the precision default's accuracy check at full length); milesial/Pytorch-UNet's
 (its 64-wide U-Net with transposed convolutions, RMSprop lr 1e-5, momentum 0.999, Dice +
 cross-entropy, fp32); a MONAI tutorial's (BasicUNet, Adam lr 1e-4, Dice loss, fp32). The peers'
 recipes have a constant learning rate, so they train until the budget. Every recipe stops at
 ``--minutes`` of training (``trainer.max_time``) and logs ``time/elapsed_s`` (wall time since
 fitting began: compilation included, process start and data generation not) with every
-validation. ``--stop-at-target`` ends each run once it reaches the target (quick looks). Writes
+validation. ``--stop-at-target`` ends each run at the highest target (quick looks). Writes
 time_to_quality[_<task>].{md,json}.
 """
 
@@ -37,6 +38,7 @@ UNTIL_BUDGET = "trainer.max_epochs=100000"  # constant learning rate: train unti
 RECIPES = {
     "unet-lab": [],
     "unet-lab-compile": ["module.compile=true"],
+    "unet-lab-fp32": FP32,
     "milesial": [
         "model.width=64", "model.up_mode=transpose", "optimizer=rmsprop", "scheduler=none",
         "loss=dice_ce", *FP32, UNTIL_BUDGET,
@@ -46,9 +48,11 @@ RECIPES = {
         "loss=dice", *FP32, UNTIL_BUDGET,
     ],
 }  # fmt: skip
+DEFAULT_RECIPES = ["unet-lab", "unet-lab-compile", "milesial", "monai"]
 LABELS = {
     "unet-lab": "unet-lab default",
     "unet-lab-compile": "unet-lab default + module.compile=true",
+    "unet-lab-fp32": "unet-lab default in fp32 (32-true, no channels_last)",
     "milesial": "milesial/Pytorch-UNet (RMSprop, 64 wide, fp32)",
     "monai": "MONAI BasicUNet + Adam (fp32)",
 }
@@ -104,7 +108,7 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=15, help="wall-time budget per recipe")
     parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
-    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=DEFAULT_RECIPES)
     parser.add_argument(
         "--stop-at-target", action="store_true", help="end each run at the highest target"
     )
