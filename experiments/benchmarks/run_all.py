@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--isbi-root", help="ISBI 2012 folder: time to quality on it too")
     args = parser.parse_args()
     runs = {name: BENCHMARKS[name] for name in args.only}
-    if args.isbi_root:
+    if args.isbi_root and "time_to_quality" in runs:
         runs["time_to_quality_isbi2012"] = (["--task", "isbi2012", "--root", args.isbi_root], None)
     durations = {}
     for name, (full, quick) in runs.items():

@@ -5,7 +5,7 @@ unet-lab's default recipe and for the recipes peers typically train with, each t
     .venv/bin/python experiments/benchmarks/time_to_quality.py                      # synthetic
     .venv/bin/python experiments/benchmarks/time_to_quality.py --task isbi2012 \\
         --root ../shared/data/isbi2012
-    .venv/bin/python experiments/benchmarks/time_to_quality.py --quick
+    .venv/bin/python experiments/benchmarks/time_to_quality.py --quick              # 64 px
 
 Recipes: unet-lab's default, as ``python train.py`` runs it (its epochs and its warm-up + cosine
 schedule, which spans them), and the same with ``module.compile=true`` (or, with ``--recipes``,
@@ -35,37 +35,36 @@ from common import command_line, provenance, publish  # noqa: E402
 
 FP32 = ["trainer.precision=32-true", "module.channels_last=false"]
 UNTIL_BUDGET = "trainer.max_epochs=100000"  # constant learning rate: train until --minutes
+# name -> (label in the table, overrides of `python train.py`)
 RECIPES = {
-    "unet-lab": [],
-    "unet-lab-compile": ["module.compile=true"],
-    "unet-lab-fp32": FP32,
-    "milesial": [
+    "unet-lab": ("unet-lab default", []),
+    "unet-lab-compile": ("unet-lab default + module.compile=true", ["module.compile=true"]),
+    "unet-lab-fp32": ("unet-lab default in fp32 (32-true, no channels_last)", FP32),
+    "milesial": ("milesial/Pytorch-UNet (RMSprop, 64 wide, fp32)", [
         "model.width=64", "model.up_mode=transpose", "optimizer=rmsprop", "scheduler=none",
         "loss=dice_ce", *FP32, UNTIL_BUDGET,
-    ],
-    "monai": [
+    ]),
+    "monai": ("MONAI BasicUNet + Adam (fp32)", [
         "model=monai_basic_unet", "optimizer=adam", "optimizer.lr=1e-4", "scheduler=none",
         "loss=dice", *FP32, UNTIL_BUDGET,
-    ],
+    ]),
 }  # fmt: skip
 DEFAULT_RECIPES = ["unet-lab", "unet-lab-compile", "milesial", "monai"]
-LABELS = {
-    "unet-lab": "unet-lab default",
-    "unet-lab-compile": "unet-lab default + module.compile=true",
-    "unet-lab-fp32": "unet-lab default in fp32 (32-true, no channels_last)",
-    "milesial": "milesial/Pytorch-UNet (RMSprop, 64 wide, fp32)",
-    "monai": "MONAI BasicUNet + Adam (fp32)",
-}
 # task -> (overrides, val Dice levels to time): levels the default recipe passes early, midway
 # and late in its own run (its final scores: 0.94 synthetic, 0.82 ISBI fold 0)
 TASKS = {
     "synthetic": ([], [0.5, 0.8, 0.9]),
     "isbi2012": (["experiment=isbi2012", "data.fold=0"], [0.7, 0.75, 0.8]),
 }
-QUICK_HELP = "2.5 minutes per recipe, unet-lab vs MONAI, the two lower targets, stop at the higher"
+QUICK = ["data.image_size=64"]  # --quick: the same task at a quarter of the pixels
+QUICK_HELP = (
+    "unet-lab vs MONAI on 64 px images (data.image_size=64), 1.5 minutes each, the two lower "
+    "levels, each run stopped at the higher (replaces --minutes, --recipes and --targets)"
+)
+Curve = list[tuple[float, float]]
 
 
-def curve(run_dir: Path) -> list[tuple[float, float]]:
+def curve(run_dir: Path) -> Curve:
     """(elapsed seconds, val Dice) per validation of one run, from its CSV log."""
     (metrics,) = run_dir.glob("runs/*/*/csv/metrics.csv")
     rows = csv.DictReader(metrics.open())
@@ -76,27 +75,65 @@ def curve(run_dir: Path) -> list[tuple[float, float]]:
     ]
 
 
-def seconds_to(points: list[tuple[float, float]], target: float) -> float | None:
+def seconds_to(points: Curve, target: float) -> float | None:
     """Elapsed seconds at the first validation with val Dice >= ``target`` (None: never)."""
     return next((t for t, dice in points if dice >= target), None)
 
 
-def _cell(seconds: float | None, reference: float | None, trained: float) -> str:
-    """Seconds to a target and how many times the first recipe's time that is ("not reached"
-    with a lower bound on the ratio when the run ended first)."""
-    if seconds is None:
-        bound = f" (> {trained / reference:.1f}x)" if reference else ""
-        return f"not reached{bound}"
-    return f"{seconds:.0f}" + (f" ({seconds / reference:.2f}x)" if reference else "")
-
-
-def run_recipe(command: list[str], workdir: Path) -> tuple[list[tuple[float, float]], str | None]:
-    """Trains one recipe; its validation curve, and the error's last line if it failed."""
+def run_recipe(command: list[str], workdir: Path) -> tuple[Curve, str | None]:
+    """Trains one recipe; its validation curve, or why it has none."""
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-        return [], f"exit {done.returncode}: {lines[-1]}"
-    return curve(workdir), None
+        reason = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1])
+        return [], f"exit {done.returncode}: {reason}"
+    points = curve(workdir)
+    return points, None if points else "no validation logged"
+
+
+def budget_argument(minutes: float) -> str:
+    """``trainer.max_time`` for a budget in minutes, as Lightning's DD:HH:MM:SS."""
+    total_minutes, seconds = divmod(round(minutes * 60), 60)
+    hours, minutes_left = divmod(total_minutes, 60)
+    return f"'00:{hours:02d}:{minutes_left:02d}:{seconds:02d}'"
+
+
+def _cell(seconds: float | None, reference: float | None, trained: float) -> str:
+    """Seconds to a level and their multiple of the reference recipe's; for a run that ended
+    without reaching it, a lower bound on the multiple."""
+    if seconds is None:
+        return "not reached" + (f" (> {trained / reference:.1f}x)" if reference else "")
+    return f"{seconds:.0f}" + (f" ({seconds / reference:.2f}x)" if reference else "")
+
+
+def table(rows: list[dict], targets: list[float]) -> list[str]:
+    """The markdown rows: one per recipe; the first that ran is the reference of the ratios."""
+    reference = next((row for row in rows if not row["error"]), None)
+    header = [
+        "| recipe | " + " | ".join(f"seconds to Dice >= {t:g}" for t in targets)
+        + " | best val Dice | seconds at last validation | validations |",
+        "|---|" + "---|" * (len(targets) + 3),
+    ]  # fmt: skip
+    lines = [
+        f"In brackets, the multiple of {reference['recipe']}'s time." if reference else "",
+        "",
+        *header,
+    ]
+    for row in rows:
+        if row["error"]:
+            error = row["error"].replace("|", "\\|")
+            lines.append(f"| {row['recipe']} | failed: {error} |" + " |" * (len(targets) + 2))
+            continue
+        trained = row["seconds_trained"]
+        cells = [
+            _cell(row["seconds_to"][str(t)], reference["seconds_to"][str(t)], trained)
+            for t in targets
+        ]
+        lines.append(
+            f"| {row['recipe']} | {' | '.join(cells)} | {row['best_dice']:.4f} | {trained:.0f} | "
+            f"{len(row['curve'])} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -110,23 +147,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=DEFAULT_RECIPES)
     parser.add_argument(
-        "--stop-at-target", action="store_true", help="end each run at the highest target"
+        "--stop-at-target", action="store_true", help="end each run at the highest level"
     )
     parser.add_argument("--overrides", nargs="*", default=[], help="for every recipe")
     parser.add_argument("--name", help="output file stem")
     args = parser.parse_args()
+    task_overrides, targets = TASKS[args.task]
     if args.quick:
-        args.minutes, args.recipes, args.stop_at_target = 2.5, ["unet-lab", "monai"], True
-    task_overrides, default_targets = TASKS[args.task]
-    if args.quick:
-        default_targets = default_targets[:2]
-    targets = sorted(args.targets or default_targets)
+        args.minutes, args.recipes, args.stop_at_target = 1.5, ["unet-lab", "monai"], True
+        targets = targets[:2]
+        task_overrides = [*task_overrides, *QUICK]
+    targets = sorted(args.targets or targets)
     if args.task == "isbi2012":
         if not args.root:
             parser.error("--task isbi2012 needs --root")
         task_overrides = [*task_overrides, f"data.root={Path(args.root).resolve()}"]
-    minutes, seconds = divmod(round(args.minutes * 60), 60)
-    budget = f"'00:{minutes // 60:02d}:{minutes % 60:02d}:{seconds:02d}'"  # Lightning's DD:HH:MM:SS
     stop = (
         ["+callbacks.stop_at_target._target_=pytorch_lightning.callbacks.EarlyStopping",
          "+callbacks.stop_at_target.monitor=val/dice", "+callbacks.stop_at_target.mode=max",
@@ -138,51 +173,35 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for recipe in args.recipes:
-            workdir = Path(tmp) / str(len(rows))
+            label, overrides = RECIPES[recipe]
+            workdir = Path(tmp) / recipe
             workdir.mkdir()
-            command = [
-                sys.executable, str(REPO / "train.py"), *task_overrides, *RECIPES[recipe],
-                f"++trainer.max_time={budget}", *stop, "test=false",
+            train = [
+                sys.executable, str(REPO / "train.py"), *task_overrides, *overrides,
+                f"++trainer.max_time={budget_argument(args.minutes)}", *stop, "test=false",
                 "logger=csv", "callbacks.validation_images=null",
                 "trainer.enable_progress_bar=false", f"paths.log_dir={workdir}", *args.overrides,
             ]  # fmt: skip
-            points, error = run_recipe(command, workdir)
+            points, error = run_recipe(train, workdir)
             rows.append(
-                {"recipe": LABELS[recipe], "overrides": RECIPES[recipe], "error": error,
+                {"recipe": label, "overrides": overrides, "error": error,
                  "seconds_to": {str(t): seconds_to(points, t) for t in targets},
                  "seconds_trained": points[-1][0] if points else None,
-                 "best_dice": max((d for _, d in points), default=None), "curve": points}
+                 "best_dice": max((dice for _, dice in points), default=None), "curve": points}
             )  # fmt: skip
-            print(rows[-1]["recipe"], rows[-1]["seconds_to"], rows[-1]["best_dice"], error or "")
+            print(label, rows[-1]["seconds_to"], error or "", flush=True)
 
     command = command_line(__file__)
-    first = rows[0]
     lines = [
         f"# Time to quality on {args.task}: wall time to a validation Dice",
         "",
         provenance(command),
         f"Budget {args.minutes:g} minutes of training per recipe"
-        + (", each stopped at the highest target" if args.stop_at_target else "")
+        + (", each stopped at the highest level" if args.stop_at_target else "")
         + "; validation every epoch. Seconds count from the start of fitting (compilation"
-        f" included); in brackets, the multiple of {first['recipe']}'s time.",
-        "",
-        "| recipe | "
-        + " | ".join(f"seconds to Dice >= {t:g}" for t in targets)
-        + " | best val Dice | seconds trained | validations |",
-        "|---|" + "---|" * (len(targets) + 3),
+        " included).",
+        *table(rows, targets),
     ]
-    for row in rows:
-        if row["error"]:
-            lines.append(f"| {row['recipe']} | failed: {row['error']} |")
-            continue
-        cells = [
-            _cell(row["seconds_to"][str(t)], first["seconds_to"][str(t)], row["seconds_trained"])
-            for t in targets
-        ]
-        lines.append(
-            f"| {row['recipe']} | {' | '.join(cells)} | {row['best_dice']:.4f} | "
-            f"{row['seconds_trained']:.0f} | {len(row['curve'])} |"
-        )
     stem = args.name or ("time_to_quality" + ("" if args.task == "synthetic" else f"_{args.task}"))
     publish(HERE / stem, lines, {"command": command, "targets": targets, "rows": rows})
 
