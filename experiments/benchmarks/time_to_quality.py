@@ -59,7 +59,7 @@ TASKS = {
 QUICK = ["data.image_size=64"]  # --quick: the same task at a quarter of the pixels
 QUICK_HELP = (
     "unet-lab vs MONAI on 64 px images (data.image_size=64), 1.5 minutes each, the two lower "
-    "levels, each run stopped at the higher (replaces --minutes, --recipes and --targets)"
+    "levels, each run stopped at the higher (replaces --minutes and --recipes)"
 )
 Curve = list[tuple[float, float]]
 
