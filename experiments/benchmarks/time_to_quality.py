@@ -101,9 +101,11 @@ def budget_argument(minutes: float) -> str:
 def _cell(seconds: float | None, reference: float | None, trained: float) -> str:
     """Seconds to a level and their multiple of the reference recipe's; for a run that ended
     without reaching it, a lower bound on the multiple."""
+    if reference is None:
+        return "not reached" if seconds is None else f"{seconds:.0f}"
     if seconds is None:
-        return "not reached" + (f" (> {trained / reference:.1f}x)" if reference else "")
-    return f"{seconds:.0f}" + (f" ({seconds / reference:.2f}x)" if reference else "")
+        return f"not reached (> {trained / reference:.1f}x)"
+    return f"{seconds:.0f} ({seconds / reference:.2f}x)"
 
 
 def table(rows: list[dict], targets: list[float]) -> list[str]:
