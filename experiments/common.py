@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from unet_lab.precision import cpu_has_fast_bf16
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,7 +31,20 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({gpu})"
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, {cpu_instructions()}, "
+        f"torch {torch.__version__} ({gpu})"
+    )
+
+
+def cpu_instructions() -> str:
+    """Whether the CPU has native bf16, and the vector instructions torch's kernels use
+    (lowered with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` to stand in for a CPU
+    without AVX-512)."""
+    bf16 = "native bf16" if cpu_has_fast_bf16() else "no native bf16"
+    kernels = torch.backends.cpu.get_cpu_capability()
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{bf16}, torch kernels {kernels}" + (f", oneDNN <= {onednn}" if onednn else "")
 
 
 def command_line(script: str) -> str:

@@ -1,8 +1,10 @@
-"""Shared fixtures: a clean W&B environment, composed configs and a CLI runner."""
+"""Shared fixtures: a clean W&B environment, composed configs, a CLI runner and the wheel."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,6 +43,26 @@ def _no_wandb_account() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel ``pip wheel`` builds from this source tree, once per test session. Built from
+    a copy of what the build reads (pyproject.toml, README.md, unet_lab/, conf/), so that no
+    ``build/`` folder of an earlier build adds files that the package lists would leave out."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("unet_lab", "conf"):
+        caches = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(REPO / name, source / name, ignore=caches)
+    dist = tmp_path_factory.mktemp("dist")
+    # The installed setuptools if there is one (no download); else pip's isolated build.
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation]
+    subprocess.run([*command, "-w", str(dist), str(source)], check=True, capture_output=True)
+    (built,) = dist.glob("unet_lab-*.whl")
+    return built
 
 
 def compose_config(output_dir: Path, overrides: list[str] | None = None) -> DictConfig:

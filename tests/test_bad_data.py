@@ -159,6 +159,35 @@ def tiff_with_two_extra_axes(root: Path) -> Path:
     return path
 
 
+def _three_pages(root: Path, **layout) -> Path:
+    """img01 as a stack of three 48x64 pages: as many as the other images have channels, so
+    that read as channels the stack would pass unnoticed."""
+    path = _replace(_image(root, 1), ".tif")
+    tifffile.imwrite(path, np.zeros((3, 48, 64), np.uint8), **layout)
+    return path
+
+
+def z_stack_tiff(root: Path) -> Path:
+    return _three_pages(root, imagej=True, metadata={"axes": "ZYX"})
+
+
+def tiff_pages_without_metadata(root: Path) -> Path:
+    return _three_pages(root, photometric="minisblack", metadata=None)  # tifffile: axes IYX
+
+
+def tiff_pages_of_an_unnamed_axis(root: Path) -> Path:
+    return _three_pages(root, photometric="minisblack")  # tifffile's default: axes QYX
+
+
+def tiff_pages_written_one_by_one(root: Path) -> Path:
+    """Three RGB pages, each its own series: OpenCV would read the first one."""
+    path = _replace(_image(root, 1), ".tif")
+    with tifffile.TiffWriter(path) as tiff:
+        for _ in range(3):
+            tiff.write(np.zeros((48, 64, 3), np.uint8), photometric="rgb")
+    return path
+
+
 def all_ignore_mask(root: Path) -> Path:
     cv2.imwrite(str(_mask(root, 2)), np.full((48, 64), 255, np.uint8))
     return _mask(root, 2)
@@ -200,6 +229,10 @@ CORPUS: list[tuple[Damage, dict, str]] = [
     (nan_in_float_tiff, {}, "NaN or infinite pixel value"),
     (infinity_in_float_tiff, {}, "NaN or infinite pixel value"),
     (tiff_with_two_extra_axes, {}, "TIFF of shape (2, 3, 48, 64)"),
+    (z_stack_tiff, {}, "multi-page TIFF stack (3 pages, axes ZYX)"),
+    (tiff_pages_without_metadata, {}, "multi-page TIFF stack (3 pages, axes IYX)"),
+    (tiff_pages_of_an_unnamed_axis, {}, "multi-page TIFF stack (3 pages, axes QYX)"),
+    (tiff_pages_written_one_by_one, {}, "multi-page TIFF stack (3 pages, axes IYXS)"),
     (all_ignore_mask, {"ignore_index": 255}, "every pixel is ignore_index (255)"),
     (too_few_images, {}, "no images left for the train split"),
     (split_folder_without_train, {}, "folder not found next to ['val']"),

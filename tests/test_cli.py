@@ -244,15 +244,10 @@ def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:
     assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("trainer.max_epochs=1") == 1
 
 
-def test_installed_wheel_trains_outside_the_repository(tmp_path: Path) -> None:
-    """`pip install unet-lab` then `unet-lab train`: the configs ship inside the package."""
+def test_installed_wheel_trains_outside_the_repository(tmp_path: Path, wheel: Path) -> None:
+    """`pip install unet-lab` then `unet-lab train`: the configs ship inside the package (the
+    wheel: conftest's session fixture, which tests/test_packaging.py lists too)."""
     pip = [sys.executable, "-m", "pip"]
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
-        check=True,
-        capture_output=True,
-    )
-    wheel = _only(list((tmp_path / "dist").glob("unet_lab-*.whl")))
     site = tmp_path / "site"
     subprocess.run(
         [*pip, "install", "--no-deps", "-q", "--target", str(site), str(wheel)],

@@ -2,11 +2,13 @@
 values fail before training with one line that names the key."""
 
 import inspect
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAST, REPO, SMALL_UNET, TINY_DATA, compose_config, run_cli
@@ -57,6 +59,33 @@ def test_every_experiment_builds(name: str, tmp_path: Path) -> None:
     else:
         overrides += TINY_DATA
     build(compose_config(tmp_path, overrides))
+
+
+@pytest.mark.parametrize("data", ["synthetic", "folder"])
+def test_an_unseeded_run_draws_one_data_seed_that_its_config_carries(
+    data: str, tmp_path: Path
+) -> None:
+    """``seed=null`` leaves a run unseeded (train.yaml), but its data still needs a seed (the
+    synthetic images, the folder split): one is drawn once and written into the resolved config,
+    from which the other DDP ranks are built (``distributed.run_rank``) and which checkpoints
+    carry, so that they all see the same data."""
+    overrides = [*TINY_DATA, "logger=csv", "seed=null"]
+    if data == "folder":
+        root = write_dataset(tmp_path / "data", count=10, num_classes=2)
+        overrides = ["logger=csv", "seed=null", "data=folder", f"data.root={root}"]
+    experiment = build(compose_config(tmp_path / "run", overrides))
+    seed = experiment.datamodule.seed
+    assert isinstance(seed, int) and experiment.config["data"]["seed"] == seed
+    rank = build(OmegaConf.create(experiment.config)).datamodule  # as another rank builds it
+    for split in ("train", "val"):
+        ours, theirs = experiment.datamodule.load_split(split), rank.load_split(split)
+        pairs = zip([*ours[0], *ours[1]], [*theirs[0], *theirs[1]], strict=True)
+        assert all(np.array_equal(a, b) for a, b in pairs), split
+    assert build(compose_config(tmp_path / "other", overrides)).datamodule.seed != seed
+    if data == "folder":  # the split file names the seed that drew the split
+        saved = json.loads((tmp_path / "run" / "split.json").read_text())
+        assert saved["seed"] == seed
+        assert saved["val"] == [stem for stem, _, _ in experiment.datamodule.split["val"]]
 
 
 # Arguments that the training code passes itself instead of reading them from the YAML file.
@@ -138,6 +167,7 @@ BAD_CONFIGS = [
         ["data.image_size=32", "valid sizes are 44 + 4k"],
     ),
     ("optimized_metric=val/dicee", ["optimized_metric", "val/dice, val/iou"]),
+    ("model.spatial_dims=3", ["model.spatial_dims=3", "2D images", "model.spatial_dims=2"]),
     ("loss=bce", ["loss=bce", "4 classes"]),
 ]
 
@@ -184,15 +214,133 @@ def test_full_traceback_behind_the_debug_switch(tmp_path: Path) -> None:
     assert "Traceback" in result.stderr and "optimizer.lr" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("launcher", "target"),
-    [
-        ("submitit_slurm", "SlurmLauncher"),
-        ("submitit_local", "LocalLauncher"),
-        ("joblib", "JoblibLauncher"),
-    ],
-)
-def test_launcher_configs_compose(launcher: str, target: str) -> None:
+# Each launcher as the README uses it: overrides, the launcher class, and the values it composes
+# to (the resources a job gets; for SLURM, how long before the time limit SIGTERM comes, which
+# the run turns into a checkpoint).
+LAUNCHERS = {
+    "joblib": (
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"],
+        "JoblibLauncher",
+        {"n_jobs": 3, "prefer": "processes", "timeout": None},
+    ),
+    "submitit_local": (
+        ["hydra/launcher=submitit_local"],
+        "LocalLauncher",
+        {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": None, "timeout_min": 60},
+    ),
+    "submitit_slurm": (
+        [
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.gpus_per_node=1",
+            "hydra.launcher.timeout_min=240",
+        ],
+        "SlurmLauncher",
+        {
+            "partition": "gpu",
+            "nodes": 1,
+            "tasks_per_node": 1,
+            "gpus_per_node": 1,
+            "cpus_per_task": None,
+            "timeout_min": 240,
+            "signal_delay_s": 120,
+        },
+    ),
+    "slurm_ddp": (  # one task and one GPU per device, on trainer.num_nodes nodes
+        [
+            "hydra/launcher=slurm_ddp",
+            "trainer=multinode",
+            "trainer.num_nodes=2",
+            "trainer.devices=4",
+            "hydra.launcher.timeout_min=720",
+        ],
+        "SlurmLauncher",
+        {
+            "nodes": 2,
+            "tasks_per_node": 4,
+            "gpus_per_node": 4,
+            "cpus_per_task": 8,
+            "mem_gb": None,
+            "timeout_min": 720,
+            "signal_delay_s": 120,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_launcher_configs_compose(launcher: str) -> None:
+    overrides, target, expected = LAUNCHERS[launcher]
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-        cfg = compose("train", [f"hydra/launcher={launcher}"], return_hydra_config=True)
+        cfg = compose("train", overrides, return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+    assert {key: cfg.hydra.launcher[key] for key in expected} == expected
+
+
+# slurm_ddp's GPUs and tasks per node, which SLURM needs as numbers, from what the user gave.
+SLURM_DDP_RESOURCES = {
+    "trainer=ddp (all GPUs), the number given to the launcher": (
+        ["trainer=ddp", "hydra.launcher.gpus_per_node=4"],
+        {"nodes": 1, "gpus_per_node": 4, "tasks_per_node": 4},
+    ),
+    "trainer=ddp with a number of devices": (
+        ["trainer=ddp", "trainer.devices=2"],
+        {"nodes": 1, "gpus_per_node": 2, "tasks_per_node": 2},
+    ),
+    "trainer=ddp with devices by index": (
+        ["trainer=ddp", "trainer.devices=[0,1,2]"],
+        {"nodes": 1, "gpus_per_node": 3, "tasks_per_node": 3},
+    ),
+    "trainer=multinode, both given and equal": (
+        ["trainer=multinode", "trainer.devices=8", "hydra.launcher.gpus_per_node=8"],
+        {"nodes": 2, "gpus_per_node": 8, "tasks_per_node": 8},
+    ),
+}
+
+
+@pytest.mark.parametrize("overrides", SLURM_DDP_RESOURCES.values(), ids=SLURM_DDP_RESOURCES)
+def test_slurm_ddp_submits_numbers_of_gpus_and_tasks(overrides) -> None:
+    args, expected = overrides
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm_ddp", *args], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # as Hydra hands it over
+    assert {key: launcher[key] for key in expected} == expected
+
+
+SLURM_DDP_REFUSED = {
+    "trainer=ddp alone (devices -1)": (
+        ["trainer=ddp"],
+        "hydra.launcher.gpus_per_node: hydra/launcher=slurm_ddp needs the number of GPUs per "
+        "node and trainer.devices=-1 does not give it; set hydra.launcher.gpus_per_node=N",
+    ),
+    "devices auto": (["trainer=ddp", "trainer.devices=auto"], "trainer.devices=auto does not"),
+    "devices that differ from the launcher's GPUs": (
+        ["trainer=ddp", "trainer.devices=2", "hydra.launcher.gpus_per_node=4"],
+        "trainer.devices=2 does not match hydra.launcher.gpus_per_node=4",
+    ),
+    "no GPUs": (
+        ["trainer=ddp", "hydra.launcher.gpus_per_node=0"],
+        "hydra.launcher.gpus_per_node=0 is not valid: expected the number of GPUs per node",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SLURM_DDP_REFUSED.values(), ids=SLURM_DDP_REFUSED)
+def test_slurm_ddp_refuses_what_slurm_cannot_allocate(case) -> None:
+    args, message = case
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm_ddp", *args], return_hydra_config=True)
+    with pytest.raises(Exception) as raised:
+        OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert message in (one_line(raised.value) or "")
+
+
+def test_slurm_ddp_with_all_gpus_stops_before_submitting(tmp_path: Path) -> None:
+    """The command line: one line naming the key, exit code 2, and nothing submitted (no sweep
+    folder; before the fix submitit was asked for -1 tasks per node)."""
+    args = ["-m", "hydra/launcher=slurm_ddp", "trainer=ddp", "hydra.launcher.partition=gpu"]
+    result = run_cli(args, cwd=tmp_path, check=False, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines[0].startswith("error: hydra.launcher.gpus_per_node: hydra/launcher=slurm_ddp")
+    assert not (tmp_path / "multirun").exists() and not list(tmp_path.rglob(".submitit"))

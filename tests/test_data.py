@@ -57,6 +57,25 @@ def test_images_are_not_trivial() -> None:
     assert np.percentile(bg, 90) > np.percentile(fg, 10)
 
 
+def test_shapes_are_whole_and_apart() -> None:
+    """Every object is one region inside the image, apart from the others, so its kind can be
+    told from the image (a half-hidden or cut-off shape could pass for another kind)."""
+    import cv2
+
+    _, masks = _datamodule(image_size=96, train_size=30, max_objects=6).load_split("train")
+    objects = 0
+    for mask in masks:
+        count, regions = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
+        for region in range(1, count):
+            inside = regions == region
+            labels = np.unique(mask[inside])
+            assert len(labels) == 1  # one object, one kind: no two objects touch
+            border = np.concatenate([inside[0], inside[-1], inside[:, 0], inside[:, -1]])
+            assert not border.any()  # not cut by the image border
+            objects += 1
+    assert objects > 2 * len(masks)  # and still several per image
+
+
 def test_loaders_give_normalized_float_images_and_int64_masks() -> None:
     dm = _datamodule(in_channels=1, train_transform=compose({"flip": A.HorizontalFlip(p=1.0)}))
     dm.setup("fit")

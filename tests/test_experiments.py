@@ -13,8 +13,7 @@ from conftest import REPO, SMALL_UNET, TINY_DATA
 
 SCRIPTS = sorted(
     path
-    for folder in ("benchmarks", "isbi2012")
-    for path in (REPO / "experiments" / folder).glob("*.py")
+    for path in (REPO / "experiments").glob("*/*.py")
 )
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import FAST, TINY_DATA, compose_config
+from conftest import FAST, REPO, SMALL_UNET, TINY_DATA, compose_config
 
 from unet_lab.errors import InputError
-from unet_lab.export import load_exported
+from unet_lab.export import FORMATS, load_exported
 from unet_lab.export import main as export_main
 from unet_lab.inference import load_trained
 from unet_lab.predict import main as predict_main
@@ -84,3 +84,91 @@ def test_torchscript_takes_any_size(exported, tmp_path: Path) -> None:
         assert (module(image) - net(image)).abs().max() < 1e-4
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["format"] == "torchscript" and meta["max_abs_difference_vs_pytorch"] < 1e-4
+
+
+# Every model of conf/model/, tiny: a checkpoint as train.py writes it, after one training step.
+MODELS = {
+    "unet": SMALL_UNET,
+    "unet_plusplus": ["model=unet_plusplus", *SMALL_UNET],
+    "attention_unet": ["model=attention_unet", *SMALL_UNET],
+    "unet_paper": ["model=unet_paper", "model.depth=2", "model.width=4"],
+    "monai_basic_unet": ["model=monai_basic_unet", "model.features=[8,8,16,16,32,8]"],
+}
+# ... and the raw 2015 network, which takes valid sizes only (44 + 4k at depth 2; output 40 px
+# smaller): exported at 64 px, run on 56 px tiles (16 px out) as its checkpoint is.
+EXPORTED = {
+    **MODELS,
+    "unet_paper_raw": [*MODELS["unet_paper"], "model.context=none", "data.image_size=48"],
+}
+TILE_SIZE = {"unet_paper_raw": 56}  # others: 48
+# Input sizes (batch, channels, height, width) for comparing logits; the raw network's are valid.
+SHAPES = {"unet_paper_raw": [(2, 3, 56, 60), (1, 3, 48, 76)]}  # others:
+OTHER_SHAPES = [(2, 3, 48, 40), (1, 3, 37, 75)]
+ONE_STEP = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+def test_the_export_tests_cover_every_model_config() -> None:
+    assert set(MODELS) == {path.stem for path in (REPO / "conf" / "model").glob("*.yaml")}
+
+
+def _predict(model: Path, scan: Path, out: Path, tile_size: int) -> np.ndarray:
+    """The class probabilities (float16 file) that predict.py writes for ``scan``."""
+    predict_main(
+        [f"ckpt_path={model}", f"input={scan}", f"output={out}", f"window.tile_size={tile_size}",
+         "probabilities=true", "device=cpu"]
+    )  # fmt: skip
+    return np.load(out / f"{scan.stem}_probs.npy").astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=list(EXPORTED))
+def model_checkpoint(
+    request: pytest.FixtureRequest, tmp_path_factory
+) -> tuple[str, Path, Path, np.ndarray]:
+    """(name, checkpoint, a 75 x 37 scan, the checkpoint's predict.py probabilities for it)."""
+    run = tmp_path_factory.mktemp(request.param)
+    fast = [o for o in FAST if o not in SMALL_UNET]
+    train(compose_config(run, [*fast, *TINY_DATA, *ONE_STEP, *EXPORTED[request.param]]))
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    scan = run / "scan.png"
+    cv2.imwrite(str(scan), np.random.default_rng(0).integers(0, 255, (75, 37, 3), np.uint8))
+    tile_size = TILE_SIZE.get(request.param, 48)
+    return request.param, checkpoint, scan, _predict(checkpoint, scan, run / "masks", tile_size)
+
+
+@pytest.mark.parametrize("form", list(FORMATS))
+def test_every_model_exports_and_predicts_like_its_checkpoint(
+    model_checkpoint: tuple[str, Path, Path, np.ndarray], form: str, tmp_path: Path
+) -> None:
+    """Exported at 64 x 64 (export's example size), then run by predict.py through the sliding
+    window on tiles of 48 x 40 (75 x 37 px, tile_size 48; 48 x 37 for MONAI, 56 x 56 for the raw
+    network): the exported graph must take other sizes and give the checkpoint's
+    probabilities."""
+    name, checkpoint, scan, expected_probs = model_checkpoint
+    model = tmp_path / f"model{FORMATS[form]}"
+    export_main([f"ckpt_path={checkpoint}", f"format={form}", f"output={model}"])
+    assert json.loads(model.with_suffix(".json").read_text())["format"] == form
+    # The exported network as predict.py loads it, against the checkpoint's, on other sizes.
+    # After one step the logits vary little over an image: the difference is measured
+    # against that spread.
+    exported, net = load_exported(model).net, load_trained(checkpoint).net
+    for shape in SHAPES.get(name, OTHER_SHAPES):
+        image = torch.randn(*shape)
+        with torch.no_grad():
+            logits, expected = exported(image), net(image)
+        spread = (expected.amax(dim=(2, 3)) - expected.amin(dim=(2, 3))).min()
+        assert logits.shape == expected.shape
+        assert (logits - expected).abs().max() < 1e-3 * spread
+    if name == "unet_paper_raw":  # refused with the valid sizes, as the checkpoint's network is
+        with pytest.raises(
+            InputError, match=r"valid sizes only: 44 \+ 4k px, not 50 \(nearest: 48, 52"
+        ):
+            exported(torch.randn(1, 3, 56, 50))
+    # predict.py with the exported model: the checkpoint's probabilities.
+    probs = _predict(model, scan, tmp_path / "masks", TILE_SIZE.get(name, 48))
+    assert expected_probs.shape == probs.shape == (4, 75, 37)
+    assert np.abs(probs - expected_probs).max() < 1e-3  # float16 files: 2.4e-4 apart below 0.5

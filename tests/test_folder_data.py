@@ -107,21 +107,28 @@ def test_foreground_oversampling(tmp_path: Path, share: float, low: float, high:
     assert low <= sum(hits) / len(hits) <= high
 
 
-@pytest.mark.parametrize("layout", ["interleaved", "planes"])
+# How a TIFF stores five channels: as samples of each pixel, interleaved (YXS) or in planes
+# (SYX), or as pages that ImageJ or OME metadata mark as channels (CYX).
+CHANNEL_LAYOUTS: dict[str, dict] = {
+    "interleaved": {"photometric": "minisblack", "planarconfig": "contig"},
+    "planes": {"photometric": "minisblack", "planarconfig": "separate"},
+    "imagej channels": {"imagej": True, "metadata": {"axes": "CYX"}},
+    "ome channels": {"ome": True, "metadata": {"axes": "CYX"}},
+}
+
+
+@pytest.mark.parametrize("layout", CHANNEL_LAYOUTS)
 def test_tiffs_with_more_channels_than_opencv_reads(tmp_path: Path, layout: str) -> None:
-    """Five 16-bit channels, stored as YXS or as a CYX stack; OpenCV would misread both."""
+    """Five 16-bit channels, in any layout that says they are channels; OpenCV would misread
+    them all."""
     root = write_dataset(tmp_path, count=4, channels=1, num_classes=2)
     rng = np.random.default_rng(0)
     stored = {}
     for path in sorted((root / "images").iterdir()):
         image = rng.integers(0, 65535, (48, 64, 5), dtype=np.uint16)
         path.unlink()
-        if layout == "interleaved":
-            tifffile.imwrite(
-                path.with_suffix(".tif"), image, photometric="minisblack", planarconfig="contig"
-            )
-        else:
-            tifffile.imwrite(path.with_suffix(".tif"), np.moveaxis(image, -1, 0))
+        written = image if layout == "interleaved" else np.moveaxis(image, -1, 0)
+        tifffile.imwrite(path.with_suffix(".tif"), written, **CHANNEL_LAYOUTS[layout])
         stored[path.stem] = image
     dm = _dm(root, num_classes=2, val_fraction=0.25)
     assert dm.in_channels == 5

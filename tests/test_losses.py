@@ -1,10 +1,13 @@
 """Losses against values worked out by hand, and ignore_index behaving the same everywhere."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
+from hydra.utils import instantiate
 
 from unet_lab.losses import (
     BinaryCrossEntropyLoss,
@@ -208,6 +211,36 @@ def test_border_weight_map_by_hand() -> None:
     balanced = border_weight_map(single)  # 21 background and 4 foreground pixels
     assert balanced[0, 0] == pytest.approx(25 / (2 * 21))
     assert balanced[1, 1] == pytest.approx(25 / (2 * 4))
+
+
+def test_border_weights_peak_on_the_membrane_between_touching_cells() -> None:
+    """EM membranes (ISBI 2012: class 0 cell, class 1 membrane): the objects are the cells that
+    the membrane separates (``boundary_class=1``), so the weight peaks on the thin membrane
+    between two touching cells, which the network must not miss or the cells merge. Taken as
+    the objects themselves (the foreground, as for ordinary data), the membranes form one
+    network and get no border term at all."""
+    target = np.ones((40, 64), np.int64)  # membrane around the cells and between them
+    target[4:36, 4:31] = 0  # cell A
+    target[4:36, 32:60] = 0  # cell B; column 31 is a 1 px membrane between them
+    weights = border_weight_map(target, class_weights=[1.0, 1.0], boundary_class=1)
+    peak = 1 + 10 * math.exp(-((1 + 1) ** 2) / 50)  # 1 px from each cell: 10.2
+    assert weights[4:36, 31] == pytest.approx(np.full(32, peak))  # all along the gap
+    assert weights.max() == pytest.approx(peak)
+    assert (weights[target == 0] == 1.0).all()  # inside the cells: the class weight only
+    columns = np.arange(64)[None, :].repeat(40, axis=0)
+    far = (target == 1) & (np.abs(columns - 31) > 16)  # membrane far from the gap
+    assert weights[far].max() < 1.01
+    assert border_weight_map(target, class_weights=[1.0, 1.0]).max() == 1.0
+
+
+def test_border_weighted_ce_takes_the_boundary_class_from_the_module(tmp_path: Path) -> None:
+    """experiment=isbi2012 sets module.boundary_class=1 (the membrane, for the Rand error);
+    loss=border_weighted_ce then takes the cells as objects; ordinary data keeps the
+    foreground classes."""
+    isbi = compose_config(tmp_path, ["experiment=isbi2012", "loss=border_weighted_ce"])
+    assert instantiate(isbi.loss).boundary_class == 1
+    plain = compose_config(tmp_path, ["loss=border_weighted_ce"])
+    assert instantiate(plain.loss).boundary_class is None
 
 
 def test_border_weighted_loss_is_the_weighted_mean_of_cross_entropy() -> None:

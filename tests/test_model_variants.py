@@ -127,6 +127,28 @@ def test_mirror_context_is_the_raw_network_on_a_mirrored_tile() -> None:
         assert torch.allclose(mirror(x), raw(mirror_pad(x, [m, m, m, m])), atol=1e-5)
 
 
+@pytest.mark.parametrize("depth", range(1, 8))
+def test_the_mirror_size_is_the_smallest_valid_size_with_the_context(depth: int) -> None:
+    """UNetPaper.mirror_size is arithmetic (so that exported graphs take any size): it must be
+    what a search over the valid sizes finds, for every side."""
+    net = UNetPaper(1, 2, depth=depth, width=1)
+    valid = valid_input_sizes(depth, net.smallest + 40 * 2**depth)
+    assert valid == list(range(net.smallest, valid[-1] + 1, 2**depth))
+    for side in range(1, 30 * 2**depth):
+        assert net.mirror_size(side) == min(n for n in valid if n >= side + 2 * net.margin)
+
+
+def test_mirror_padding_traces_for_any_size() -> None:
+    """Traced, mirror_pad gathers the pixels that repeated reflection pads (a side of one
+    pixel is repeated), also for pads wider than the image, whatever the traced size was; the
+    graph holds no device (a TorchScript export moved to a GPU runs there)."""
+    traced = torch.jit.trace(lambda x: mirror_pad(x, [9, 2, 0, 30]), torch.randn(1, 2, 8, 8))
+    assert "Device" not in str(traced.graph)
+    for shape in ((1, 2, 5, 3), (2, 1, 1, 7), (1, 1, 40, 2)):
+        x = torch.randn(*shape)
+        assert torch.equal(traced(x), mirror_pad(x, [9, 2, 0, 30]))
+
+
 MODEL_RUNS = {
     "unet residual+attention+deep supervision+checkpointing": [
         "model.block=residual",

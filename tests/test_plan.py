@@ -55,3 +55,19 @@ def test_the_command_prints_a_table_for_any_model(model: str, capsys) -> None:
     out = capsys.readouterr().out
     for row in ("parameters", "forward per image", "activations, batch 8"):
         assert row in out
+
+
+def test_training_compute_counts_every_sample_seen_and_every_validation(tmp_path: Path) -> None:
+    """TINY_DATA: 32 training and 8 validation images of 32 px, as large as the plan's input."""
+    plan = _plan(tmp_path, "model.depth=2", "model.width=8", "trainer.max_epochs=5")
+    compute = plan.compute
+    assert compute is not None
+    assert (compute.epochs, compute.train_samples, compute.validations) == (5, 32, 5)
+    gflops = plan.gflops_per_image
+    assert compute.validation_gflops == pytest.approx(8 * gflops)
+    assert compute.tflops * 1e3 == pytest.approx(5 * 32 * 3 * gflops + 5 * 8 * gflops)
+    every_other = _plan(
+        tmp_path, "model.depth=2", "trainer.max_epochs=5", "trainer.check_val_every_n_epoch=2"
+    ).compute
+    assert every_other is not None and every_other.validations == 2
+    assert f"training compute      {compute.tflops:.1f} TFLOP" in plan.table()

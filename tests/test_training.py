@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import FAST, TINY_DATA, compose_config
 
@@ -74,15 +75,47 @@ def test_a_compiled_network_trains_and_its_checkpoint_loads(tmp_path: Path) -> N
     assert not any("_orig_mod" in key for key in trained.net.state_dict())
 
 
+def _gradient_norm(module: torch.nn.Module) -> float:
+    norms = [p.grad.norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(norms).norm())
+
+
+class GradientRecord(pl.Callback):
+    """The gradient norm of each optimizer step before clipping (Lightning calls
+    ``on_before_optimizer_step`` between the backward pass and the clipping) and as the
+    optimizer used it (at the end of the step's batch: gradients are zeroed only when the next
+    accumulation begins), and the optimizer steps taken after each batch."""
+
+    def __init__(self) -> None:
+        self.before: list[float] = []
+        self.after: list[float] = []
+        self.steps: list[int] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.before.append(_gradient_norm(pl_module))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > (self.steps[-1] if self.steps else 0):
+            self.after.append(_gradient_norm(pl_module))
+        self.steps.append(trainer.global_step)
+
+
 def test_accumulation_and_clipping(tmp_path: Path) -> None:
-    """Two batches per optimizer step: half the steps of the plain run, same epochs."""
-    base = [*FAST, *TINY_DATA, "test=false", "trainer.limit_train_batches=4"]
-    plain = train(compose_config(tmp_path / "plain", base))
-    accumulated = train(
-        compose_config(
-            tmp_path / "acc",
-            [*base, "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.5"],
-        )
-    )
-    assert accumulated["status"] == "completed"
-    assert accumulated["global_step"] * 2 == plain["global_step"]
+    """Two batches per optimizer step (4 batches an epoch, 2 epochs: a step after every second
+    batch), and every step's gradients clipped to the norm gradient_clip_val."""
+    clip = 0.01  # below the gradient norm of every step here: each one must be clipped
+    overrides = [
+        *FAST,
+        *TINY_DATA,
+        "trainer.limit_train_batches=4",
+        "trainer.accumulate_grad_batches=2",
+        f"trainer.gradient_clip_val={clip}",
+    ]
+    experiment = build(compose_config(tmp_path, overrides))
+    record = GradientRecord()
+    experiment.trainer.callbacks.append(record)
+    experiment.trainer.fit(experiment.module, datamodule=experiment.datamodule)
+    assert record.steps == [0, 1, 1, 2, 2, 3, 3, 4]
+    assert experiment.trainer.global_step == len(record.before) == len(record.after) == 4
+    assert min(record.before) > clip, record.before
+    assert record.after == pytest.approx([clip] * 4, rel=1e-3)

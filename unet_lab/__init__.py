@@ -11,6 +11,7 @@ from unet_lab.losses import CrossEntropyLoss, DiceCELoss, DiceLoss
 from unet_lab.metrics import SegmentationScores
 from unet_lab.models import UNet
 from unet_lab.module import SegmentationModule
+from unet_lab.train import fit
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "SegmentationScores",
     "SyntheticShapesDataModule",
     "UNet",
+    "fit",
 ]

@@ -48,6 +48,8 @@ class BestMetrics(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
+        if trainer.state.fn != "fit":  # a validation after fitting (at native size) picks none
+            return
         if self._improves(float(trainer.callback_metrics[self.monitor])):
             self.best = {
                 key: float(value)
@@ -267,6 +269,7 @@ class ConfigInCheckpoint(pl.Callback):
                 or len(datamodule.class_names),
                 "class_names": list(datamodule.class_names),
                 "normalization": datamodule.normalizer.state_dict(),
+                "scale": float(getattr(datamodule, "scale", 1.0)),  # the working resolution
             }
 
 
@@ -293,6 +296,7 @@ class ValidationImages(pl.Callback):
             or batch_idx != 0
             or dataloader_idx != 0
             or trainer.sanity_checking
+            or batch["image"].shape[-2:] != batch["mask"].shape[-2:]  # masks at native size
             or self.num_images == 0
             or trainer.current_epoch % self.every_n_epochs != 0
             or not trainer.is_global_zero

@@ -46,6 +46,12 @@ def summarize(datamodule: InMemoryDataModule) -> str:
     lines.append(f"classes (share of labelled pixels): {shares}")
     if pixels[-1]:
         lines.append(f"ignored pixels: {100 * pixels[-1] / total:.1f}%")
+    scale = float(getattr(datamodule, "scale", 1.0))
+    if scale != 1:
+        lines.append(
+            f"working resolution: data.scale={scale:g} (training and validation while fitting; "
+            "final scores, eval and predict at each image's own size)"
+        )
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-from hydra.errors import ConfigCompositionException, InstantiationException
+from hydra.errors import ConfigCompositionException, HydraException, InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -79,6 +79,9 @@ def one_line(exc: BaseException) -> str | None:
     """A one-line description of a configuration error, or None for other exceptions."""
     if isinstance(exc, InputError | RunFault):
         return str(exc)
+    wrapped = _wrapped_input_error(exc)
+    if wrapped is not None:
+        return str(wrapped)
     cause = exc.__cause__ if isinstance(exc, ConfigCompositionException) else exc
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return _omegaconf_message(cause)
@@ -86,6 +89,18 @@ def one_line(exc: BaseException) -> str | None:
         text = " ".join(str(exc).split())
         return text.split(" Config search path:")[0]  # the search path: not the user's mistake
     return None
+
+
+def _wrapped_input_error(exc: BaseException) -> InputError | None:
+    """The :class:`InputError` inside OmegaConf's or Hydra's exceptions: one raised by our
+    resolvers (``hydra/launcher=slurm_ddp``'s checks) is the context of OmegaConf's
+    ``InterpolationResolutionError``."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while isinstance(current, OmegaConfBaseException | HydraException) and id(current) not in seen:
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return current if isinstance(current, InputError) else None
 
 
 def _omegaconf_message(exc: OmegaConfBaseException) -> str:

@@ -76,7 +76,7 @@ def evaluate(
     for name, image, mask in zip(
         image_names(datamodule, split, len(images)), images, masks, strict=True
     ):
-        probs = predictor(trained.net, trained.prepare(image)[0].to(device))
+        probs = trained.predict(image, predictor, device)  # at the image's own size
         prediction = probs.argmax(dim=0)[None]
         truth = torch.from_numpy(np.asarray(mask).astype(np.int64))[None]
         image_scores = {}
@@ -142,6 +142,7 @@ def run(cfg: DictConfig, data_overrides: list[str]) -> dict[str, Any]:
         "split": cfg.split,
         "images": len(rows),
         "tta": bool(cfg.tta),
+        "scale": trained.scale,  # the network's working resolution; scores at native size
         "window": OmegaConf.to_container(cfg.window),
         "scores": {k: (None if math.isnan(v) else v) for k, v in split_scores.items()},
     }

@@ -2,11 +2,12 @@
 checkpoint as an ONNX model (or a TorchScript module) with dynamic batch, height and width,
 checked against PyTorch (with onnxruntime for ONNX) on non-square, odd sizes, plus a JSON
 sidecar with what using it needs (input channels, normalization with its statistics, class
-names, tile size). ``predict.py`` runs an exported ONNX model when ``ckpt_path`` names the
-``.onnx`` file (``conf/export.yaml``)."""
+names, tile size). ``predict.py`` runs an exported model when ``ckpt_path`` names the ``.onnx``
+or ``.pt`` file (``conf/export.yaml``)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -44,13 +45,24 @@ def sidecar_path(model: Path) -> Path:
     return model.with_suffix(".json")
 
 
+def _fit(net: nn.Module, side: int) -> int:
+    """``side``, at least the pooling grid's minimum, and for a network that takes valid sizes
+    only (``valid_sizes``: ``unet_paper`` with ``context=none``) the next valid side."""
+    side = max(side, int(getattr(net, "size_multiple", 1)))
+    valid = getattr(net, "valid_sizes", None)
+    if valid is None:
+        return side
+    first, step = valid
+    return first + max(0, -(-(side - first) // step)) * step
+
+
 def _largest_difference(trained: TrainedNetwork, run: Any) -> float:
     """The largest absolute difference of the logits between ``run(image)`` (the exported
     model) and PyTorch over :data:`CHECK_SIZES`."""
-    multiple = int(getattr(trained.net, "size_multiple", 1))
     worst = 0.0
     for batch, height, width in CHECK_SIZES:
-        image = torch.randn(batch, trained.in_channels, max(height, multiple), max(width, multiple))
+        sides = (_fit(trained.net, height), _fit(trained.net, width))
+        image = torch.randn(batch, trained.in_channels, *sides)
         logits = np.asarray(run(image))
         with torch.no_grad():
             expected = trained.net(image).numpy()
@@ -63,10 +75,10 @@ def _largest_difference(trained: TrainedNetwork, run: Any) -> float:
 
 
 def export_torchscript(trained: TrainedNetwork, path: Path) -> float:
-    """Traces the network (its padding has no size branches while tracing, so the module
-    takes any size) and writes ``path``; returns the check against PyTorch."""
+    """Traces the network (its padding and crops have no size branches while tracing, so the
+    module takes any size) and writes ``path``; returns the check against PyTorch."""
     net = trained.net.eval()
-    size = max(64, int(getattr(net, "size_multiple", 1)))
+    size = _fit(net, 64)
     with torch.no_grad():
         module = torch.jit.trace(net, torch.randn(1, trained.in_channels, size, size))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,27 +88,35 @@ def export_torchscript(trained: TrainedNetwork, path: Path) -> float:
 
 
 def export_onnx(trained: TrainedNetwork, path: Path, opset: int) -> float:
-    """Writes ``path``; returns the check of onnxruntime against PyTorch."""
+    """Writes ``path``; returns the check of onnxruntime against PyTorch.
+
+    ``torch.export`` (dynamo) with dynamic batch, height and width. A network that takes valid
+    sizes only (``valid_sizes``) goes through the TorchScript-based exporter instead, which
+    records the size arithmetic as traced: torch.export cannot prove its crops for symbolic
+    ``first + k step`` sides and would fix the size."""
     ort = _onnx_runtime()
     net = trained.net.eval()
     multiple = int(getattr(net, "size_multiple", 1))
-    size = max(64, multiple)
+    size = _fit(net, 64)
     example = torch.randn(1, trained.in_channels, size, size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced = getattr(net, "valid_sizes", None) is not None
     dims = {
         0: torch.export.Dim("batch", min=1, max=1024),
         2: torch.export.Dim("height", min=max(2, multiple), max=MAX_SIDE),
         3: torch.export.Dim("width", min=max(2, multiple), max=MAX_SIDE),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (argument,) = inspect.signature(net.forward).parameters
     torch.onnx.export(
         net,
         (example,),
         str(path),
-        dynamo=True,
-        dynamic_shapes={"x": dims},
         input_names=["image"],
         output_names=["logits"],
         opset_version=opset,
+        dynamo=not traced,
+        dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}} if traced else None,
+        dynamic_shapes=None if traced else {argument: dims},
         verbose=False,
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -105,36 +125,86 @@ def export_onnx(trained: TrainedNetwork, path: Path, opset: int) -> float:
     )
 
 
-class OnnxNetwork(nn.Module):
-    """An exported ONNX network behind the interface of a PyTorch one (logits for a batch),
-    run by onnxruntime on the CPU."""
+class ExportedNetwork(nn.Module):
+    """An exported network behind the interface of a PyTorch one (logits for a batch), with
+    what its sidecar says about sizes: the pooling grid (``size_multiple``), the pixels its
+    output lacks per border (``output_margin``; None in sidecars from before it was recorded:
+    the sliding window then measures it) and, for a network that takes valid sizes only,
+    ``valid_sizes`` (others are refused, as the checkpoint's network refuses them)."""
 
-    def __init__(self, path: Path, size_multiple: int, num_classes: int) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         super().__init__()
+        self.name = path.name
+        self.size_multiple = int(meta["size_multiple"])
+        self.num_classes = int(meta["out_channels"])
+        self.output_margin = meta.get("output_margin")
+        self.valid_sizes = meta.get("valid_sizes")
+
+    def check_size(self, side: int) -> None:
+        if self.valid_sizes is None:
+            return
+        first, step = self.valid_sizes
+        if side < first or (side - first) % step:
+            higher = first + max(0, -(-(side - first) // step)) * step
+            raise InputError(
+                f"{self.name} takes valid sizes only: {first} + {step}k px, not {side} "
+                f"(nearest: {max(first, higher - step)}, {higher})"
+            )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        for side in image.shape[2:]:
+            self.check_size(int(side))
+        return self.run(image)
+
+    def run(self, image: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class OnnxNetwork(ExportedNetwork):
+    """An exported ONNX network, run by onnxruntime on the CPU."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        super().__init__(path, meta)
         self.session = _onnx_runtime().InferenceSession(
             str(path), providers=["CPUExecutionProvider"]
         )
-        self.size_multiple = size_multiple
-        self.num_classes = num_classes
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def run(self, image: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run(None, {"image": image.float().cpu().numpy()})
         return torch.from_numpy(logits)
 
 
+class TorchScriptNetwork(ExportedNetwork):
+    """An exported TorchScript network (``torch.jit.load``), on the device it is moved to."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        super().__init__(path, meta)
+        try:
+            self.module = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: cannot read the TorchScript model ({first})") from exc
+
+    def run(self, image: torch.Tensor) -> torch.Tensor:
+        return self.module(image)
+
+
 def load_exported(path: Path) -> TrainedNetwork:
-    """An exported model with its sidecar, ready for :class:`SlidingWindowPredictor`."""
+    """An exported model (``.onnx`` or ``.pt``) with its sidecar, ready for
+    :class:`SlidingWindowPredictor`."""
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         raise InputError(f"{path}: its sidecar {sidecar.name} is missing (written by export)")
     meta = json.loads(sidecar.read_text())
-    net = OnnxNetwork(path, int(meta["size_multiple"]), int(meta["out_channels"]))
+    network = TorchScriptNetwork if path.suffix == FORMATS["torchscript"] else OnnxNetwork
+    net = network(path, meta)
     return TrainedNetwork(
         net,
         list(meta["class_names"]),
         int(meta["in_channels"]),
         Normalizer.from_state_dict(meta["normalization"]),
         {"model": meta["model"]},
+        float(meta.get("scale", 1.0)),  # sidecars from before data.scale: 1
     )
 
 
@@ -164,7 +234,12 @@ def run(cfg: DictConfig) -> Path:
         "class_names": trained.class_names,
         "normalization": trained.normalizer.state_dict(),
         "image_scaling": "integer images divided by their type's maximum (8 or 16 bit)",
+        "scale": trained.scale,
+        "scale_use": "images resampled by scale (area interpolation) before the network; its "
+        "softmax probabilities resampled back to the image's size (bilinear) before the argmax",
         "size_multiple": int(getattr(trained.net, "size_multiple", 1)),
+        "output_margin": int(getattr(trained.net, "output_margin", 0)),
+        "valid_sizes": getattr(trained.net, "valid_sizes", None),
         "tile_size": int(cfg.tile_size),
         "opset": int(cfg.opset),
         "checkpoint": str(checkpoint.resolve()),

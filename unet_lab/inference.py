@@ -1,12 +1,14 @@
 """A trained network back from its checkpoint, and its class probabilities for new images,
-optionally averaged over the eight flips and 90-degree rotations (test-time augmentation)."""
+optionally averaged over the eight flips and 90-degree rotations (test-time augmentation), at
+each image's own size (a network trained at a working resolution, ``data.scale`` < 1, sees
+the image resampled to it; its probabilities are resampled back)."""
 
 from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from unet_lab.callbacks import ConfigInCheckpoint
 from unet_lab.config import instantiate
 from unet_lab.data.dataset import as_unit_float, image_to_tensor
 from unet_lab.data.normalization import Normalizer
+from unet_lab.data.scaling import probabilities_at, resample_image
 from unet_lab.errors import InputError
 
 
@@ -29,18 +32,25 @@ def probabilities(net: nn.Module, images: torch.Tensor, tta: bool = False) -> to
     """
     with torch.inference_mode():
         if not tta:
-            return _softmax(net(images))
+            return class_probabilities(net(images))
         total = torch.zeros(())
         for mirror in (False, True):
             mirrored = images.flip(-1) if mirror else images
             for turns in range(4):
-                output = _softmax(net(torch.rot90(mirrored, turns, dims=(-2, -1))))
+                output = class_probabilities(net(torch.rot90(mirrored, turns, dims=(-2, -1))))
                 output = torch.rot90(output, -turns, dims=(-2, -1))
                 total = total + (output.flip(-1) if mirror else output)
         return total / 8
 
 
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
+class Predictor(Protocol):
+    """Probabilities ``(C, H, W)`` of a network for one image ``(C_in, H, W)``, e.g.
+    :class:`unet_lab.sliding_window.SlidingWindowPredictor`."""
+
+    def __call__(self, net: nn.Module, image: torch.Tensor) -> torch.Tensor: ...
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities (float32, or float64 for float64 logits); a single foreground logit
     gives (background, foreground)."""
     logits = logits if logits.dtype == torch.float64 else logits.float()
@@ -53,27 +63,49 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
 @dataclass
 class TrainedNetwork:
     """A network in eval mode with what it was trained on: class names, input channels, the
-    normalization (with dataset statistics, if any) and the run's resolved config."""
+    normalization (with dataset statistics, if any), the run's resolved config, and the
+    working resolution ``scale`` (``data.scale``: the factor its inputs were resampled by)."""
 
     net: nn.Module
     class_names: list[str]
     in_channels: int
     normalizer: Normalizer
     config: dict[str, Any]
+    scale: float = 1.0
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
-        """A decoded image ``(H, W[, C])`` (integer or float) as a normalized ``(1, C, H, W)``
-        tensor, exactly as training prepared its images."""
+        """A decoded image ``(H, W[, C])`` (integer or float) as a normalized ``(1, C, h, w)``
+        tensor at the network's working resolution, exactly as training prepared its images
+        (resampled by ``scale``, then scaled to [0, 1] and normalized)."""
         array = image[..., None] if image.ndim == 2 else image
         if array.shape[-1] != self.in_channels:
             raise InputError(
                 f"image has {array.shape[-1]} channels, the network expects {self.in_channels}"
             )
+        array = resample_image(array, self.scale)
         return image_to_tensor(self.normalizer(as_unit_float(array)))[None]
 
+    def predict(
+        self,
+        image: np.ndarray,
+        predictor: Predictor | None = None,
+        device: torch.device | str = "cpu",
+        tta: bool = False,
+    ) -> torch.Tensor:
+        """Class probabilities ``(C, H, W)`` (on the CPU) at the size of the decoded
+        ``image``: the network sees it at the working resolution, through ``predictor`` (a
+        sliding window, with its own ``tta``) or whole (with ``tta`` here); its probabilities
+        are resampled back bilinearly before any argmax."""
+        prepared = self.prepare(image).to(device)
+        if predictor is None:
+            probs = probabilities(self.net, prepared, tta)[0]
+        else:
+            probs = predictor(self.net, prepared[0])
+        return probabilities_at(probs.cpu(), image.shape[:2])
+
     def probabilities(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Class probabilities ``(C, H, W)`` for one decoded image."""
-        return probabilities(self.net, self.prepare(image), tta)[0].numpy()
+        """Class probabilities ``(C, H, W)`` for one decoded image, at its own size."""
+        return self.predict(image, tta=tta).numpy()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -119,4 +151,5 @@ def load_trained(checkpoint: str | Path) -> TrainedNetwork:
         int(data["in_channels"]),
         Normalizer.from_state_dict(data["normalization"]),
         config,
+        float(data.get("scale", 1.0)),  # checkpoints from before data.scale: 1
     )

@@ -16,7 +16,7 @@ from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
-from unet_lab.validation import check_float
+from unet_lab.validation import check_float, check_int
 
 
 def _full_precision(logits: torch.Tensor) -> torch.Tensor:
@@ -240,13 +240,17 @@ def border_weight_map(
     sigma: float = 5.0,
     class_weights: Sequence[float] | None = None,
     ignore_index: int | None = None,
+    boundary_class: int | None = None,
 ) -> np.ndarray:
     """The U-Net paper's weight map for one label image: ``w = w_c + w0 exp(-(d1 + d2)^2 /
     (2 sigma^2))``, where ``d1`` and ``d2`` are the distances to the nearest and second-nearest
-    object (a 4-connected region of foreground pixels, class > 0), added on background pixels,
-    so that thin gaps between touching objects weigh most. ``w_c``: ``class_weights`` of each
-    pixel's class, or, without them, the image's inverse class frequencies (normalized so that
-    a class-balanced image has weight 1 everywhere). Ignored pixels get weight 0."""
+    object, added on the pixels outside the objects, so that thin gaps between touching objects
+    weigh most. Objects are 4-connected regions: of the foreground (class > 0), or, with
+    ``boundary_class``, of the pixels of every other class, which that class separates (EM
+    membranes between cells: the paper's objects are the cells, and a membrane is the gap).
+    ``w_c``: ``class_weights`` of each pixel's class, or, without them, the image's inverse
+    class frequencies (normalized so that a class-balanced image has weight 1 everywhere).
+    Ignored pixels get weight 0 and belong to no object."""
     valid = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
     labels = np.where(valid, target, 0).astype(np.int64)
     if class_weights is not None:
@@ -256,21 +260,24 @@ def border_weight_map(
         per_class = np.zeros(int(labels.max()) + 1)
         per_class[classes] = valid.sum() / (len(classes) * counts)
         weights = per_class[labels]
-    objects, count = ndimage.label((labels > 0) & valid)
+    inside = (labels > 0 if boundary_class is None else labels != boundary_class) & valid
+    objects, count = ndimage.label(inside)
     if count >= 2:
         distances = np.stack(
             [ndimage.distance_transform_edt(objects != k) for k in range(1, count + 1)]
         )
         nearest = np.partition(distances, 1, axis=0)[:2]
         border = w0 * np.exp(-((nearest[0] + nearest[1]) ** 2) / (2 * sigma**2))
-        weights = weights + np.where(labels == 0, border, 0.0)
+        weights = weights + np.where(inside, 0.0, border)
     return np.where(valid, weights, 0.0)
 
 
 class BorderWeightedCrossEntropyLoss(nn.Module):
     """The U-Net paper's loss: cross-entropy weighted per pixel by :func:`border_weight_map`
     (``w0 = 10``, ``sigma = 5`` px), normalized by the total weight. The maps are computed from
-    each target on the CPU (one distance transform per object)."""
+    each target on the CPU (one distance transform per object). ``boundary_class``: the class
+    that separates the objects (EM membranes: the objects are then the cells between them);
+    None: the objects are the foreground regions."""
 
     def __init__(
         self,
@@ -278,17 +285,23 @@ class BorderWeightedCrossEntropyLoss(nn.Module):
         sigma: float = 5.0,
         class_weights: Sequence[float] | None = None,
         ignore_index: int | None = None,
+        boundary_class: int | None = None,
     ) -> None:
         super().__init__()
         self.w0 = check_float("w0", w0, 0.0)
         self.sigma = check_float("sigma", sigma, 1e-6)
         self.class_weights = None if class_weights is None else list(class_weights)
         self.ignore_index = ignore_index
+        self.boundary_class = (
+            None if boundary_class is None else check_int("boundary_class", boundary_class, 0)
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = _full_precision(logits)
         maps = [
-            border_weight_map(t, self.w0, self.sigma, self.class_weights, self.ignore_index)
+            border_weight_map(
+                t, self.w0, self.sigma, self.class_weights, self.ignore_index, self.boundary_class
+            )
             for t in target.detach().cpu().numpy()
         ]
         weights = torch.from_numpy(np.stack(maps)).to(logits.device, logits.dtype)

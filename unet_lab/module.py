@@ -13,6 +13,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from unet_lab.data.scaling import probabilities_at
+from unet_lab.errors import ConfigError
+from unet_lab.inference import class_probabilities
 from unet_lab.losses import DeepSupervisionLoss
 from unet_lab.metrics import SegmentationScores, scores_from_confusion
 from unet_lab.models.blocks import center_crop
@@ -24,6 +27,10 @@ from unet_lab.validation import check_float, check_int
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
 STAGES = ("train", "val", "test")
+_UNPADDED_AT_NATIVE_SIZE = (
+    "data.scale < 1 with a network whose output is smaller than its input "
+    "(model.context=none) needs module.eval_tile_size, to score at the images' own size"
+)
 
 
 class SegmentationModule(pl.LightningModule):
@@ -117,6 +124,11 @@ class SegmentationModule(pl.LightningModule):
         if compile:
             self.net.compile()  # in place: weights and checkpoints keep their names
 
+    def setup(self, stage: str) -> None:
+        scale = float(getattr(getattr(self.trainer, "datamodule", None), "scale", 1.0))
+        if scale != 1 and self.window is None and int(getattr(self.net, "output_margin", 0)):
+            raise ConfigError(_UNPADDED_AT_NATIVE_SIZE)
+
     def epoch_metric_names(self) -> list[str]:
         """The scores logged at the end of each training and validation epoch (what
         ``optimized_metric`` and checkpoint monitors can name)."""
@@ -130,18 +142,40 @@ class SegmentationModule(pl.LightningModule):
             image = image.contiguous(memory_format=_channels_last(image.ndim))
         return self.net(image)
 
-    def _windowed_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (logits of the same softmax) from the sliding window; for a
-        single-output net, the foreground logit."""
+    def _windowed_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from the sliding window, image by image."""
         probs = torch.stack([self.window(self.net, image) for image in images])  # type: ignore[misc]
-        log_probs = probs.to(images.device).clamp_min(1e-8).log()
+        return probs.to(images.device)
+
+    def _as_logits(self, probs: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (logits of the same softmax); for a single-output net, the
+        foreground logit."""
+        log_probs = probs.clamp_min(1e-8).log()
         if int(getattr(self.net, "num_classes", 2)) == 1:
             return (log_probs[:, 1] - log_probs[:, 0])[:, None]
         return log_probs
 
+    def _native_logits(self, images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """For images at the working resolution whose masks are at their own ``size``
+        (``data.scale`` < 1, final validation and test): the network's class probabilities
+        at the working resolution, resampled bilinearly to ``size``, as log-probabilities."""
+        if self.window is not None:
+            probs = self._windowed_probabilities(images)
+        else:
+            probs = class_probabilities(self(images))
+            if probs.shape[-2:] != images.shape[-2:]:
+                raise ConfigError(_UNPADDED_AT_NATIVE_SIZE)
+        return self._as_logits(probabilities_at(probs, size))
+
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        if stage != "train" and self.window is not None:
-            outputs: torch.Tensor | list[torch.Tensor] = self._windowed_logits(batch["image"])
+        native_size = batch["mask"].shape[-2:]
+        if stage != "train" and batch["image"].shape[-2:] != native_size:
+            # Images at the working resolution, masks at their own size: score there.
+            outputs: torch.Tensor | list[torch.Tensor] = self._native_logits(
+                batch["image"], native_size
+            )
+        elif stage != "train" and self.window is not None:
+            outputs = self._as_logits(self._windowed_probabilities(batch["image"]))
         else:
             outputs = self(batch["image"])
         logits = outputs[0] if isinstance(outputs, list | tuple) else outputs

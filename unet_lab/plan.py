@@ -29,6 +29,53 @@ MIN_BOTTLENECK = 4
 
 
 @dataclass
+class TrainingCompute:
+    """Forward FLOPs of a whole training run: each training sample costs about three forward
+    passes (forward, and a backward pass of about twice the forward), each validation one
+    forward pass over the validation images. FLOPs of a convolutional network grow with the
+    pixels, so images of other sizes than the measured input are counted per pixel."""
+
+    epochs: int
+    train_samples: int  # per epoch
+    gflops_per_sample: float
+    validations: int
+    validation_gflops: float  # one pass over the validation split
+
+    @property
+    def tflops(self) -> float:
+        training = self.epochs * self.train_samples * 3 * self.gflops_per_sample
+        return (training + self.validations * self.validation_gflops) / 1e3
+
+    def __str__(self) -> str:
+        return (
+            f"{self.tflops:.1f} TFLOP ({self.epochs} epochs x {self.train_samples} samples x 3 x "
+            f"{self.gflops_per_sample:.2f} GFLOP + {self.validations} validations x "
+            f"{self.validation_gflops / 1e3:.2f} TFLOP)"
+        )
+
+
+def training_compute(
+    cfg: DictConfig, datamodule: InMemoryDataModule, gflops: float, size: tuple[int, int]
+) -> TrainingCompute | None:
+    """The :class:`TrainingCompute` of ``cfg`` (None when it trains by steps, not epochs)."""
+    epochs = cfg.trainer.get("max_epochs")
+    if not epochs or epochs < 0:
+        return None
+    per_pixel = gflops / (size[0] * size[1])
+    samples = datamodule.samples_per_epoch or len(datamodule.working_sizes("train"))
+    has_val = datamodule.has_split("val")
+    validation = sum(h * w for h, w in datamodule.working_sizes("val")) if has_val else 0
+    every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)
+    return TrainingCompute(
+        epochs=int(epochs),
+        train_samples=int(samples),
+        gflops_per_sample=gflops,
+        validations=int(epochs) // every if has_val else 0,
+        validation_gflops=validation * per_pixel,
+    )
+
+
+@dataclass
 class Plan:
     model: str
     input_size: tuple[int, int]
@@ -40,6 +87,7 @@ class Plan:
     activation_bytes_per_image: dict[str, int]  # by precision
     output_size: tuple[int, ...]
     warnings: list[str]
+    compute: TrainingCompute | None = None
 
     def table(self) -> str:
         mib = 2**20
@@ -58,6 +106,8 @@ class Plan:
                 f"activations, batch {self.batch_size:<3} {precision:<11} "
                 f"{self.batch_size * per_image / mib:.0f} MiB"
             )
+        if self.compute is not None:
+            lines.append(f"training compute      {self.compute}")
         lines += [f"warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)
 
@@ -68,7 +118,7 @@ def training_input_size(datamodule: InMemoryDataModule) -> tuple[int, int]:
         size = getattr(datamodule, name, None)
         if size:
             return int(size), int(size)
-    image = datamodule.load_split("train")[0][0]
+    image = datamodule.working_split("train")[0][0]  # at the working resolution (data.scale)
     return int(image.shape[0]), int(image.shape[1])
 
 
@@ -115,6 +165,7 @@ def make_plan(cfg: DictConfig) -> Plan:
     net.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as flops:
         output = net(image)
+    gflops = flops.get_total_flops() / 1e9
     activations = {"float32": saved_activation_bytes(net, image, nullcontext())}
     activations["bf16-mixed"] = saved_activation_bytes(
         net, image, torch.autocast("cpu", dtype=torch.bfloat16)
@@ -126,10 +177,11 @@ def make_plan(cfg: DictConfig) -> Plan:
         out_channels=int(output.shape[1]),
         batch_size=datamodule.batch_size,
         parameters=sum(p.numel() for p in net.parameters()),
-        gflops_per_image=flops.get_total_flops() / 1e9,
+        gflops_per_image=gflops,
         activation_bytes_per_image=activations,
         output_size=tuple(output.shape[2:]),
         warnings=warnings_for(net, size),
+        compute=training_compute(cfg, datamodule, gflops, size),
     )
 
 

@@ -55,13 +55,13 @@ def predict_file(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, class probabilities (C, H, W), labels (H, W)) for one file."""
     image = read_image(path)
-    probs = predictor(trained.net, trained.prepare(image)[0].to(device)).numpy()
+    probs = trained.predict(image, predictor, device).numpy()  # at the image's own size
     return image, probs, probs.argmax(axis=0)
 
 
 def load_network(path: str) -> TrainedNetwork:
-    """A checkpoint, or an exported ``.onnx`` model with its sidecar."""
-    if Path(path).suffix == ".onnx":
+    """A checkpoint, or an exported ``.onnx`` or ``.pt`` (TorchScript) model with its sidecar."""
+    if Path(path).suffix in (".onnx", ".pt"):
         from unet_lab.export import load_exported
 
         return load_exported(Path(path))

@@ -40,7 +40,7 @@ def _override_key(override: str) -> str:
     return OverridesParser.create().parse_override(override).get_key_element().lstrip("+~")
 
 
-def _quote(value: str) -> str:
+def quoted(value: str) -> str:
     """A Hydra override value that keeps ``=``, ``,`` and quotes (sweep folder names have them)."""
     if value[:1] in ("'", '"') or value == "null":
         return value
@@ -49,6 +49,15 @@ def _quote(value: str) -> str:
 
 def _unquote(value: str) -> str:
     return value[1:-1] if len(value) > 1 and value[0] == value[-1] in ("'", '"') else value
+
+
+def run_folder_argument(args: list[str]) -> Path | None:
+    """The folder that ``hydra.run.dir=...`` in ``args`` gives a single run, if any."""
+    for arg in reversed(args):
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "hydra.run.dir":
+            return Path(_unquote(value))
+    return None
 
 
 def _is_ckpt_path(arg: str) -> bool:
@@ -65,7 +74,7 @@ def resume_arguments(args: list[str]) -> list[str]:
     if any(a in _MULTIRUN_FLAGS for a in args):
         return args
     args = [
-        f"{a.split('=', 1)[0]}={_quote(a.split('=', 1)[1])}" if _is_ckpt_path(a) else a
+        f"{a.split('=', 1)[0]}={quoted(a.split('=', 1)[1])}" if _is_ckpt_path(a) else a
         for a in args
     ]
     ckpts = [_unquote(a.split("=", 1)[1]) for a in args if _is_ckpt_path(a)]
@@ -78,7 +87,7 @@ def resume_arguments(args: list[str]) -> list[str]:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     placement = [f"hydra.output_subdir={HYDRA_DIR}/resume-{stamp}"]
     if not any(key.startswith("hydra.run.dir") for key in given):
-        placement.append(f"hydra.run.dir={_quote(str(run_dir))}")
+        placement.append(f"hydra.run.dir={quoted(str(run_dir))}")
     return earlier + args + placement
 
 
@@ -104,7 +113,7 @@ def claimed_folder_arguments(
             folder.mkdir()  # atomic: exactly one process creates it
         except FileExistsError:
             continue
-        return [*args, f"{key}={_quote(str(folder))}"], folder
+        return [*args, f"{key}={quoted(str(folder))}"], folder
     raise AssertionError("unreachable")
 
 
@@ -141,7 +150,7 @@ def sweep_resume_arguments(args: list[str], log_dir: Path) -> list[str]:
     for record in reversed(records):
         task = yaml.safe_load(record.read_text())["hydra"]["overrides"]["task"]
         if sorted(t for t in task if _override_key(t) != "resume") == wanted:
-            return [*args, f"hydra.sweep.dir={_quote(str(record.parent))}"]
+            return [*args, f"hydra.sweep.dir={quoted(str(record.parent))}"]
     print(
         f"resume=true: no earlier sweep with these overrides in {log_dir / 'multirun'}: a new one"
     )

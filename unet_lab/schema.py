@@ -265,10 +265,12 @@ def check_fit(
     side_key: str,
     net: Any,
     metric_names: Sequence[str],
+    data_dims: int,
 ) -> None:
-    """Checks what needs the data and the network: the training inputs are large enough for
-    the network's depth (and of a valid size for an unpadded one), and the optimized metric is
-    one that training logs.
+    """Checks what needs the data and the network: the network is as many-dimensional as the
+    data (a 3D network on 2D images would only fail in its first forward pass), the training
+    inputs are large enough for the network's depth (and of a valid size for an unpadded one),
+    and the optimized metric is one that training logs.
 
     Args:
         train_side: side of the square training inputs (None: varies, not checked).
@@ -276,12 +278,19 @@ def check_fit(
         net: the network; ``size_multiple`` (the pooling grid) and ``check_size`` (valid-size
             networks) are used when it has them.
         metric_names: the per-epoch scores training logs (``val/dice``, ...).
+        data_dims: the data's spatial dimensions (2: images H x W).
     """
     if cfg.optimized_metric not in metric_names:
         shown = ", ".join(n for n in metric_names if "_" not in n.split("/", 1)[1])
         raise ConfigError(
             f"optimized_metric={cfg.optimized_metric!r} is not logged by training: expected "
             f"one of {shown} (or a per-class score such as val/dice_<class>)"
+        )
+    net_dims = getattr(net, "spatial_dims", data_dims)
+    if net_dims != data_dims:
+        raise ConfigError(
+            f"model.spatial_dims={net_dims} builds a {net_dims}D network, but the data holds "
+            f"{data_dims}D images: use model.spatial_dims={data_dims}"
         )
     multiple = getattr(net, "size_multiple", None)
     if train_side is None or multiple is None:

@@ -55,7 +55,7 @@ def main(args: Sequence[str]) -> None:
     with input_errors_exit():
         cfg = compose_train_config(overrides)
         pipeline = instantiate(cfg.augmentation.train, "augmentation.train")
-        images, masks = load_datamodule(cfg).load_split("train")
+        images, masks = load_datamodule(cfg).working_split("train")  # as training sees them
     count = min(options.samples, len(images))
     grid = augmentation_grid(images[:count], masks[:count], pipeline, options.variants)
     output = Path(options.output)

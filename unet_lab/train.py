@@ -6,6 +6,7 @@ API is :func:`train` with a composed config.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -13,7 +14,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +22,7 @@ from typing import Any, cast
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -41,15 +43,20 @@ from unet_lab.config import CONFIG_MODULE, instantiate, instantiate_named, optio
 from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.distributed import is_rank_zero, local_ranks, shared_run_folder_arguments
 from unet_lab.errors import ConfigError, InputError, RunFault, input_errors_exit, storage_fault
+from unet_lab.inference import load_trained
 from unet_lab.module import SegmentationModule
 from unet_lab.precision import resolve_precision
+from unet_lab.prediction_picture import write_prediction_picture
 from unet_lab.runs import (
     CHECKPOINT_DIR,
+    SUMMARY_FILE,
     claimed_folder_arguments,
     discard_unstarted,
     finished_summary,
+    quoted,
     release_if_unused,
     resume_arguments,
+    run_folder_argument,
     sweep_resume_arguments,
     write_summary,
 )
@@ -57,6 +64,8 @@ from unet_lab.schema import check_config, check_fit, check_optimizer
 from unet_lab.wandb_logging import finish_wandb
 
 log = logging.getLogger("unet_lab")
+# Validation images shown in predictions.png.
+PICTURE_IMAGES = 4
 # Set when the user asked for full tracebacks (HYDRA_FULL_ERROR=1 before we start).
 _DEBUG_ENV = "UNET_LAB_FULL_ERROR"
 # Third-party warnings that say nothing about the user's run (Lightning 2.6 with torch 2.13).
@@ -93,6 +102,10 @@ def build(cfg: DictConfig) -> Experiment:
         for split in ("train", "eval")
     }
     datamodule = instantiate(cfg.data, "data", **transforms)
+    if "seed" in cfg.data and cfg.data.seed is None:
+        # Unseeded: the data module drew its seed. The resolved config carries it to the other
+        # DDP ranks (built from it) and into checkpoints, so that they make the same data.
+        cfg.data.seed = datamodule.seed
     loss = instantiate(cfg.loss, "loss")
     net = build_network(cfg.model, datamodule, loss)
     scheduler_cfg = optional(cfg.get("scheduler"))
@@ -114,6 +127,7 @@ def build(cfg: DictConfig) -> Experiment:
         datamodule.train_input_size_key,
         net,
         module.epoch_metric_names(),
+        datamodule.spatial_dims,
     )
     best_metrics = BestMetrics(cfg.optimized_metric, cfg.optimized_mode)
     resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
@@ -171,9 +185,33 @@ def _scores(metrics: Mapping[str, Any], stage: str) -> dict[str, float]:
     return {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
 
 
+def _native_validation(
+    trainer: pl.Trainer, module: SegmentationModule, datamodule: InMemoryDataModule, best: str
+) -> dict[str, float]:
+    """With a working resolution (``data.scale`` < 1), validation while fitting scored the
+    resampled masks; this validates the best checkpoint at the images' own size (its
+    probabilities resampled back before the argmax): the ``val/*`` scores metrics.json
+    reports. Empty otherwise (the best epoch's scores are those already)."""
+    if datamodule.scale == 1 or trainer.interrupted or not best:
+        return {}
+    results = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    return dict(results[0]) if results else {}
+
+
+def quiet_third_party() -> None:
+    """Keeps the console to the run's own lines: Lightning's information lines (hardware
+    listing, tips and advertisements, "Seed set to") and the known harmless warnings are
+    dropped; Lightning's warnings and errors still show."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in _KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains as ``cfg`` says and returns the run summary (also written to ``metrics.json``)."""
     started = time.perf_counter()
+    quiet_third_party()
     run_dir = Path(cfg.paths.output_dir).resolve()
     if not is_rank_zero():
         log.setLevel(logging.WARNING)  # one process (rank 0) tells what happens
@@ -207,31 +245,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.fit(module, datamodule=experiment.datamodule, ckpt_path=cfg.get("ckpt_path"))
             checkpoint = _checkpoint_callback(trainer)
             best_path = checkpoint.best_model_path if checkpoint else ""
+            native_val = _native_validation(trainer, module, experiment.datamodule, best_path)
             test: dict[str, float] = {}
             if cfg.get("test") and not experiment.datamodule.has_split("test"):
                 log.info("the data has no test split: skipping the test")
             elif cfg.get("test") and not trainer.interrupted:
                 results = trainer.test(
-                    module, datamodule=experiment.datamodule, ckpt_path=best_path or None
+                    module,
+                    datamodule=experiment.datamodule,
+                    ckpt_path=best_path or None,
+                    verbose=False,  # _report says what matters, in the run's own lines
                 )
                 test = _scores(results[0] if results else {}, "test")
+        picture = None
+        if trainer.is_global_zero and best_path and not trainer.interrupted:
+            picture = _write_predictions(run_dir, Path(best_path), experiment.datamodule)
         best = experiment.best_metrics
+        if native_val:  # data.scale < 1: the best checkpoint's scores at the images' own size
+            summary.update(
+                data_scale=experiment.datamodule.scale,
+                val_working_resolution=_scores(best.best, "val"),
+            )
         summary.update(
             status="interrupted" if trainer.interrupted else "completed",
             optimized_metric={
                 "name": cfg.optimized_metric,
                 "mode": cfg.optimized_mode,
-                "value": best.best.get(cfg.optimized_metric),
+                "value": native_val.get(cfg.optimized_metric, best.best.get(cfg.optimized_metric)),
             },
             best_epoch=best.best_epoch,
             epochs_completed=trainer.current_epoch,
             global_step=trainer.global_step,
             best_checkpoint=str(Path(best_path).relative_to(run_dir)) if best_path else None,
-            val=_scores(best.best, "val"),
+            val=_scores(native_val or best.best, "val"),
             test=test,
             model={"class": type(module.net).__name__, "parameters": parameters},
             precision=str(trainer.precision),
             processes=trainer.world_size,
+            predictions=str(picture.relative_to(run_dir)) if picture else None,
         )
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:  # W&B run: rank 0
@@ -288,6 +339,25 @@ def _storage_message(exc: BaseException, fault: OSError, run_dir: Path, trainer:
     )
 
 
+def _write_predictions(
+    run_dir: Path, checkpoint: Path, datamodule: InMemoryDataModule
+) -> Path | None:
+    """``predictions.png`` of the first validation images, predicted by ``checkpoint`` as
+    ``predict.py`` would (the checkpoint alone, at each image's own size). A picture that
+    cannot be made is reported and the run stays completed."""
+    try:
+        images, truths = datamodule.load_split("val")
+        images, truths = list(images[:PICTURE_IMAGES]), list(truths[:PICTURE_IMAGES])
+        trained = load_trained(checkpoint)
+        predictions = [trained.probabilities(image).argmax(axis=0) for image in images]
+        return write_prediction_picture(
+            run_dir / "predictions.png", images, truths, predictions, trained.class_names
+        )
+    except Exception as exc:
+        log.warning("could not write %s: %s", run_dir / "predictions.png", exc)
+        return None
+
+
 def _log_batch_size(trainer: pl.Trainer, batch_size: int) -> None:
     """``data.batch_size`` is per device; says what one optimizer step sees in all."""
     processes = trainer.num_devices * trainer.num_nodes
@@ -313,9 +383,23 @@ def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
         scores = summary.get(stage) or {}
         if scores:
             shown = ", ".join(
-                f"{k}={v:.4f}" for k, v in scores.items() if k in ("dice", "iou", "acc", "loss")
+                f"{k}={v:.4f}"
+                for k, v in scores.items()
+                if k in ("loss", "dice", "iou", "acc", "hd95", "asd", "rand_error")
             )
             log.info("%s (best checkpoint): %s", stage, shown)
+            per_class = ", ".join(
+                f"{k.removeprefix('dice_')} {v:.4f}"
+                for k, v in scores.items()
+                if k.startswith("dice_") and math.isfinite(v)
+            )
+            if per_class:
+                log.info("%s Dice per class: %s", stage, per_class)
+    if summary.get("predictions"):
+        log.info(
+            "validation images, truth and prediction of the best checkpoint: %s",
+            Path(summary["run_dir"]) / summary["predictions"],
+        )
     for folder in offline_runs:
         log.info("W&B run saved offline; upload it with: wandb sync %s", folder)
 
@@ -380,18 +464,68 @@ def _continue_in_place(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: resume handling, then Hydra; config mistakes print one line."""
-    args = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault(_DEBUG_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
+    _run(sys.argv[1:] if argv is None else argv, os.environ[_DEBUG_ENV] == "1")
+
+
+def fit(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Trains exactly as ``python train.py *overrides`` does, from Python (a notebook, a script).
+
+    The same config composition, checks, run folder (with ``train.log``, ``.hydra/``,
+    ``metrics.json``, ``predictions.png``) and checkpoints as the command, so ``eval``,
+    ``predict`` and ``export`` accept them.
+
+    Args:
+        overrides: command-line overrides, e.g. ``["model.depth=3", "trainer.max_epochs=4"]``.
+        output_dir: the run folder; by default a new ``runs/<date>/<time>`` under
+            ``paths.log_dir`` (the working directory), as the command makes. A folder that
+            already holds a completed run is not trained again: its summary is returned
+            (``resume=auto``; ``resume=false`` refuses such a folder).
+
+    Returns:
+        The run's summary, the content of its ``metrics.json``.
+
+    Raises:
+        InputError: a config key or data file is wrong (the message names it), before training.
+        ValueError: ``overrides`` ask for a sweep (``-m``); run sweeps with ``unet-lab train -m``.
+    """
+    args = [str(o) for o in overrides]
+    if any(a in ("-m", "--multirun") for a in args):
+        raise ValueError("fit() trains one run; run sweeps with `unet-lab train -m ...`")
+    if output_dir is not None:
+        args.append(f"hydra.run.dir={quoted(str(Path(output_dir).expanduser().resolve()))}")
+    saved_argv = sys.argv
+    saved_env = {name: os.environ.get(name) for name in ("HYDRA_FULL_ERROR", _DEBUG_ENV)}
+    os.environ[_DEBUG_ENV] = "1"  # mistakes are raised to the caller, not exits
+    try:
+        run_dir = run_folder_argument(_run(args, full_traceback=True))
+    finally:
+        sys.argv = saved_argv
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    if run_dir is None or not (run_dir / SUMMARY_FILE).is_file():
+        raise RuntimeError(f"the run left no {SUMMARY_FILE} in {run_dir}")
+    return cast(dict[str, Any], json.loads((run_dir / SUMMARY_FILE).read_text()))
+
+
+def _run(args: list[str], full_traceback: bool) -> list[str]:
+    """Runs Hydra's training entry on ``args`` (resume and run-folder arguments added first).
+    Returns the arguments Hydra ran with. Config and data mistakes exit with one line, or are
+    raised with ``full_traceback``."""
     log_dir = Path(os.environ.get("UNET_LAB_LOG_DIR", "."))
     for arg in args:
         if arg.split("=", 1)[0] == "paths.log_dir":
             log_dir = Path(arg.split("=", 1)[1])
-    os.environ.setdefault(_DEBUG_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     torch.set_float32_matmul_precision("high")
-    for pattern in _KNOWN_HARMLESS_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+    quiet_third_party()  # before Hydra starts: its own imports warn too
+    if GlobalHydra.instance().is_initialized():  # a notebook that composed a config before
+        GlobalHydra.instance().clear()
     claimed = None
-    with input_errors_exit(full_traceback=os.environ[_DEBUG_ENV] == "1"):
+    with input_errors_exit(full_traceback=full_traceback):
         args = shared_run_folder_arguments(sweep_resume_arguments(resume_arguments(args), log_dir))
         args, claimed = claimed_folder_arguments(args, log_dir)
         sys.argv = [sys.argv[0], *args]
@@ -399,3 +533,4 @@ def main(argv: list[str] | None = None) -> None:
             _hydra_main()
         finally:
             release_if_unused(claimed)
+    return args

@@ -83,6 +83,13 @@ class OfflineFallbackWandbLogger(WandbLogger):
     server that does not answer within ``init_timeout``), becomes an offline run in the same
     folder, with a warning, instead of stopping the training."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Lightning always passes anonymous=None, which W&B 0.31 answers with a deprecation
+        # warning that says nothing about the run.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
     @property
     def experiment(self) -> Any:
         try:
@@ -130,7 +137,9 @@ def wandb_logger(
         id=_run_id(folder) if is_rank_zero() else None,  # only rank 0 starts a W&B run
         resume="allow",
         mode=resolve_mode(mode),
-        settings=wandb.Settings(init_timeout=init_timeout, console="off"),
+        # W&B's own console lines (banner, history sparklines) are left out: the run reports
+        # the W&B run folder or address, and how to sync an offline run, in its own lines.
+        settings=wandb.Settings(init_timeout=init_timeout, console="off", silent=True),
     )
 
 

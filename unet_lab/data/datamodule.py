@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import secrets
 from abc import abstractmethod
 from collections.abc import Sequence
 
@@ -17,6 +19,7 @@ from unet_lab.data.dataset import SegmentationArrayDataset
 from unet_lab.data.normalization import Normalizer
 from unet_lab.validation import check_int
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
@@ -32,9 +35,15 @@ class InMemoryDataModule(pl.LightningDataModule):
     """
 
     in_channels: int
+    # Images are 2D (H, W): the network's model.spatial_dims must match.
+    spatial_dims = 2
     # Side of the square training inputs (None: it varies), and the key that sets it.
     train_input_size: int | None = None
     train_input_size_key = "data.patch_size"
+    # Factor of the working resolution (``data.scale``): training, and validation while
+    # fitting, see the images resampled by it; the final validation and the test score the
+    # network's resampled-back predictions at each image's own size. Subclasses may set it.
+    scale: float = 1.0
 
     def __init__(
         self,
@@ -67,20 +76,45 @@ class InMemoryDataModule(pl.LightningDataModule):
     def load_split(self, split: str) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
         """Images (H, W, C) and label masks (H, W) of one split."""
 
+    def working_split(self, split: str) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
+        """Images and masks of one split at the working resolution (``scale``)."""
+        return self.load_split(split)
+
+    def working_sizes(self, split: str) -> list[tuple[int, int]]:
+        """``(height, width)`` of each image of one split at the working resolution."""
+        return [(int(i.shape[0]), int(i.shape[1])) for i in self.working_split(split)[0]]
+
     def setup(self, stage: str | None = None) -> None:
         if self.normalizer.needs_fit:
-            self.normalizer.fit(self.load_split("train")[0])
+            self.normalizer.fit(self.working_split("train")[0])
         for split in _STAGE_SPLITS.get(stage or "", SPLITS):
-            if split not in self.datasets:
+            key = self._dataset_key(split, stage or "fit")
+            if key not in self.datasets:
                 transform = self.train_transform if split == "train" else self.eval_transform
-                images, masks = self.load_split(split)
-                self.datasets[split] = SegmentationArrayDataset(
+                native = key != split
+                images, masks = self.load_split(split) if native else self.working_split(split)
+                self.datasets[key] = SegmentationArrayDataset(
                     images,
                     masks,
                     transform,
                     self.normalizer,
                     length=self.samples_per_epoch if split == "train" else None,
+                    image_scale=self.scale if native else 1.0,
                 )
+
+    def _dataset_key(self, split: str, stage: str) -> str:
+        """``split``, or ``<split>:native`` for the splits scored at the images' own size when
+        the working resolution differs: the test, and validation outside fitting (the final
+        validation of the best checkpoint). Their images are resampled to the working
+        resolution, their masks are not (the module resamples its predictions to them)."""
+        if self.scale != 1 and (split == "test" or (split == "val" and stage == "validate")):
+            return f"{split}:native"
+        return split
+
+    def _stage(self) -> str:
+        """The trainer's current stage (``fit``, ``validate``, ``test``); ``fit`` without one."""
+        trainer = self.trainer
+        return "fit" if trainer is None or trainer.state.fn is None else str(trainer.state.fn.value)
 
     def has_split(self, split: str) -> bool:
         """Whether the data has this split (data sets without test labels have no test split)."""
@@ -91,7 +125,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self.batch_size
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
+        dataset = self.datasets[self._dataset_key(split, self._stage())]
         sampler = None if shuffle else self._evaluation_sampler(dataset)
         workers = self._workers()
         return DataLoader(
@@ -146,6 +180,20 @@ def auto_workers(on_gpu: bool, processes: int = 1) -> int:
     if on_gpu:
         return min(8, cpus - 1)
     return 0 if cpus <= 4 else min(4, cpus // 4)
+
+
+def data_seed(seed: int | None) -> int:
+    """The seed of the data (its images or its split): ``seed``, or for an unseeded run
+    (``seed=null``) one drawn from OS entropy, once per data module. It is logged, and the
+    training build writes it into the run's config, so that the other DDP ranks, checkpoints
+    and evaluation make the same data again."""
+    if seed is not None:
+        return check_int("seed", seed, 0)
+    drawn = secrets.randbits(32)
+    log.info(
+        "data.seed=null: drew the data seed %d (data.seed=%d makes this data again)", drawn, drawn
+    )
+    return drawn
 
 
 def seed_worker(worker_id: int) -> None:

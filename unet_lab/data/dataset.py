@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from unet_lab.data.scaling import resample_image
+
 
 def as_unit_float(image: np.ndarray) -> np.ndarray:
     """Integer images (8 or 16 bit) as float32 in [0, 1], so every albumentations transform
@@ -38,6 +40,10 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
     Images are scaled to float32 in [0, 1], then the transform is applied jointly to image and
     mask, then ``normalize`` (default: standardize each image); masks stay integer labels
     (albumentations uses nearest interpolation for them) and come out as int64.
+
+    ``image_scale`` < 1 resamples each image to the working resolution (area interpolation)
+    and leaves its mask at the image's own size, for scoring resampled-back predictions there;
+    the transform then sees the image alone (evaluation transforms change no geometry).
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
         transform: A.Compose | None = None,
         normalize: Callable[[np.ndarray], np.ndarray] = standardize,
         length: int | None = None,
+        image_scale: float = 1.0,
     ) -> None:
         if len(images) != len(masks):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
@@ -55,14 +62,18 @@ class SegmentationArrayDataset(Dataset[dict[str, torch.Tensor]]):
         self.transform = transform
         self.normalize = normalize
         self.length = len(images) if length is None else length
+        self.image_scale = image_scale
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         index %= len(self.images)
-        image, mask = as_unit_float(self.images[index]), self.masks[index]
-        if self.transform is not None:
+        image, mask = self.images[index], self.masks[index]
+        image = as_unit_float(resample_image(image, self.image_scale))
+        if self.transform is not None and self.image_scale != 1:
+            image = self.transform(image=image)["image"]
+        elif self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return {

@@ -61,8 +61,14 @@ def read_image(path: Path) -> np.ndarray:
 
 def _tiff_with_channel_planes(path: Path) -> np.ndarray | None:
     """A TIFF that OpenCV would misread (more than 4 interleaved channels, or channels stored
-    as planes/pages) as (H, W, C); None for the plain layouts OpenCV reads (with any of its
-    compressions)."""
+    as planes or as pages) as (H, W, C); None for the plain layouts OpenCV reads (with any of
+    its compressions).
+
+    Channels are samples of each pixel (tifffile axis ``S``: interleaved or planar) or pages
+    that ImageJ or OME metadata mark as channels (``C``). Other pages (``Z`` slices, ``T``
+    times, ``I`` pages without metadata, ``Q`` tifffile's unnamed axis, or pages written one
+    by one as series of their own) make a stack, which is refused: read as channels, a volume
+    would pass for a multi-channel 2D image (OpenCV reads its first page only)."""
     try:
         with tifffile.TiffFile(path) as tiff:
             series = tiff.series[0]
@@ -72,6 +78,15 @@ def _tiff_with_channel_planes(path: Path) -> np.ndarray | None:
                 raise DataError(
                     f"{path}: TIFF of shape {shape} (axes {axes}): expected one 2D image with "
                     "at most one channel axis"
+                )
+            page_axes = [i for i in channel_axes if axes[i] not in "SC"]
+            copies = sum(other.shape == shape for other in tiff.series)
+            if page_axes or copies > 1:
+                pages, stack = (shape[page_axes[0]], axes) if page_axes else (copies, "I" + axes)
+                raise DataError(
+                    f"{path}: a multi-page TIFF stack ({pages} pages, axes {stack}), not a 2D "
+                    "image: volumes are not supported yet (channels are read from samples, "
+                    "or from pages that ImageJ/OME metadata mark as channels)"
                 )
             if axes == "YX" or (axes == "YXS" and shape[-1] <= 4):
                 return None

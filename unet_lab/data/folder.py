@@ -6,14 +6,27 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import albumentations as A
 import cv2
 import numpy as np
 
-from unet_lab.data.datamodule import SPLITS, InMemoryDataModule
+from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
 from unet_lab.data.files import DataError, list_images, read_image, read_mask
 from unet_lab.data.labels import LabelMapping
+from unet_lab.data.scaling import (
+    AUTO,
+    AUTO_MIN_DEPTH,
+    AUTO_PATCHES,
+    AUTO_REFERENCE_PATCH,
+    auto_scale,
+    check_scale,
+    resample_image,
+    resample_mask,
+    structure_depth,
+    working_size,
+)
 from unet_lab.distributed import is_rank_zero
 from unet_lab.validation import check_float, check_int
 
@@ -52,13 +65,24 @@ class FolderDataModule(InMemoryDataModule):
         num_classes: classes including background.
         class_names: one per class (default ``class0``.. with ``background`` first).
         mask_values, palette, ignore_index: how stored masks map to classes (``LabelMapping``).
-        val_fraction, test_fraction: shares of the labelled pool held out, drawn with ``seed``.
+        val_fraction, test_fraction: shares of the labelled pool held out, drawn with ``seed``
+            (None: a seed drawn once, see :func:`data_seed`; ``split_file`` records it).
         folds, fold: k-fold cross-validation instead of ``val_fraction``: fold ``fold`` of
             ``folds`` is the validation set.
         patch_size: train on random square patches of this size (smaller images are
             mirror-padded); validation and test always use whole images. Default: whole images
             when all are square and of one size, else square patches of the smallest side
             (rounded down to 16), so batches stack and 90-degree rotations keep their shape.
+        scale: the working resolution, a factor in (0, 1] or ``auto``. Training, and validation
+            while fitting, see images resampled by it (area interpolation; masks nearest);
+            ``patch_size`` counts pixels at this resolution. The final validation, the test,
+            ``eval.py`` and ``predict.py`` run the network at this resolution and resample its
+            class probabilities back to each image's own size before the argmax, so scores and
+            masks are at the images' own size. ``auto``: the factor that makes the median
+            shorter side of the training images ``AUTO_PATCHES`` (2) patches (``patch_size``,
+            else 256 px), but keeps the labelled structures ``AUTO_MIN_DEPTH`` (4) px deep
+            (:func:`~unet_lab.data.scaling.structure_depth`); rounded down to two digits; 1
+            when the images are that small already, or the structures that thin.
         foreground_oversample: share of training patches centred on a foreground pixel (class
             > 0) instead of placed at random; helps when objects are small and rare.
         samples_per_epoch: training samples (patches) drawn per epoch; default one per
@@ -78,8 +102,9 @@ class FolderDataModule(InMemoryDataModule):
         test_fraction: float = 0.0,
         folds: int | None = None,
         fold: int = 0,
-        seed: int = 0,
+        seed: int | None = 0,
         patch_size: int | None = None,
+        scale: float | Literal["auto"] = 1.0,
         foreground_oversample: float = 0.0,
         samples_per_epoch: int | None = None,
         split_file: str | None = None,
@@ -106,11 +131,17 @@ class FolderDataModule(InMemoryDataModule):
         if patch_size is not None:
             check_int("patch_size", patch_size, 8)
         check_float("foreground_oversample", foreground_oversample, 0.0, 1.0)
-        self.split = self._split(val_fraction, test_fraction, folds, fold, seed)
+        requested_scale = check_scale("scale", scale)
+        self.seed = data_seed(seed)
+        self.split = self._split(val_fraction, test_fraction, folds, fold, self.seed)
         self.arrays = {split: self._load(samples) for split, samples in self.split.items()}
         self.in_channels = self._channels()
-        sizes = {image.shape[:2] for images, _ in self.arrays.values() for image in images}
-        self.sizes_vary = len(sizes) > 1
+        native_sizes = {image.shape[:2] for images, _ in self.arrays.values() for image in images}
+        self.sizes_vary = len(native_sizes) > 1
+        self.scale = self._working_scale(requested_scale, patch_size)
+        self._working: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+        # Sizes at the working resolution: what training and the patch size see.
+        sizes = {working_size(h, w, self.scale) for h, w in native_sizes}
         if patch_size is None and (self.sizes_vary or any(h != w for h, w in sizes)):
             # Square patches batch together whatever the sizes, and stay square under rotations.
             patch_size = max(16, min(min(size) for size in sizes) // 16 * 16)
@@ -194,6 +225,36 @@ class FolderDataModule(InMemoryDataModule):
             masks.append(self.labels(mask, mask_path))
         return images, masks
 
+    def _working_scale(self, scale: float | str, patch_size: int | None) -> float:
+        """``scale`` as a factor: ``auto`` from the training images' shorter sides."""
+        if scale != AUTO:
+            factor = float(scale)
+        else:
+            images, masks = self.arrays["train"]
+            sides = [min(image.shape[:2]) for image in images]
+            depth = structure_depth(masks, self.labels.num_classes)
+            factor = auto_scale(sides, patch_size, depth)
+            median = float(np.median(sides))
+            log.info(
+                "data.scale=auto: %g (median shorter side of the training images %d px -> "
+                "%d px, the target being %d patches of %d px; labelled structures %s px deep, "
+                "kept at least %g)",
+                factor,
+                median,
+                round(median * factor),
+                AUTO_PATCHES,
+                patch_size or AUTO_REFERENCE_PATCH,
+                "-" if depth is None else f"{depth:.1f}",
+                AUTO_MIN_DEPTH,
+            )
+        if factor != 1:
+            log.info(
+                "working resolution: images resampled by %g for training and validation while "
+                "fitting; final scores, eval and predict at each image's own size",
+                factor,
+            )
+        return factor
+
     def _channels(self) -> int:
         """The channel count all images share (the first image sets it)."""
         reference: tuple[Path, int] | None = None
@@ -211,12 +272,25 @@ class FolderDataModule(InMemoryDataModule):
     def _write_split(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         stems = {name: [stem for stem, _, _ in samples] for name, samples in self.split.items()}
-        path.write_text(json.dumps({"root": str(self.root), **stems}, indent=2) + "\n")
+        record = {"root": str(self.root), "seed": self.seed, **stems}
+        path.write_text(json.dumps(record, indent=2) + "\n")
 
     def load_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if split not in self.arrays:
             raise DataError(f"{self.root}: no {split} split (give {split}/ or data.test_fraction)")
         return self.arrays[split]
+
+    def working_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The split resampled to the working resolution (once, then kept in memory)."""
+        images, masks = self.load_split(split)
+        if self.scale == 1:
+            return images, masks
+        if split not in self._working:
+            self._working[split] = (
+                [resample_image(image, self.scale) for image in images],
+                [resample_mask(mask, self.scale) for mask in masks],
+            )
+        return self._working[split]
 
     def has_split(self, split: str) -> bool:
         return split in self.arrays

@@ -2,7 +2,7 @@
 
 Every sample is a pure function of ``(seed, split, index)``, so data sets are reproducible and
 need nothing downloaded. Class ``k`` (1..) is a shape kind; colours and textures are random, so a
-model must learn shape, not intensity.
+model must learn shape, not intensity. Objects are whole (inside the image, not overlapping).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle", "ring", "cross")
+PLACEMENT_TRIES = 20
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, channels: int, cells: int) -> np.ndarray:
@@ -29,7 +30,7 @@ def _texture(rng: np.random.Generator, size: int, channels: int, base: np.ndarra
 
 def _shape_mask(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     radius = rng.uniform(0.07, 0.17) * size
-    center = rng.uniform(radius * 0.5, size - radius * 0.5, 2)
+    center = rng.uniform(radius, size - radius, 2)
     angle = rng.uniform(0, 360)
     canvas = np.zeros((size, size), np.uint8)
     c = (round(center[0]), round(center[1]))
@@ -53,6 +54,22 @@ def _shape_mask(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     return canvas.astype(bool)
 
 
+def _placed_shape(
+    rng: np.random.Generator, kind: str, size: int, taken: np.ndarray
+) -> np.ndarray | None:
+    """A shape mask inside the image that does not touch ``taken``, or None after
+    ``PLACEMENT_TRIES`` tries.
+
+    Objects never overlap nor leave the image, so every shape is whole and its kind can be told
+    from the image (an ellipse half hidden by a rectangle has no kind one could learn)."""
+    for _ in range(PLACEMENT_TRIES):
+        region = _shape_mask(rng, kind, size)
+        on_border = region[[0, -1]].any() or region[:, [0, -1]].any()
+        if not on_border and not (region & taken).any():
+            return region
+    return None
+
+
 def render_shapes(
     rng: np.random.Generator,
     size: int,
@@ -69,10 +86,15 @@ def render_shapes(
     background = rng.uniform(0.2, 0.8, channels).astype(np.float32)
     image = _texture(rng, size, channels, background)
     mask = np.zeros((size, size), np.uint8)
+    # Where another object may not start: the objects so far, grown by a gap of 2 px.
+    taken = np.zeros((size, size), np.uint8)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         label = int(rng.integers(1, num_classes))
         kind = SHAPE_KINDS[int(rng.integers(0, 3))] if num_classes == 2 else SHAPE_KINDS[label - 1]
-        region = _shape_mask(rng, kind, size)
+        region = _placed_shape(rng, kind, size, taken.astype(bool))
+        if region is None:  # no room left: fewer objects
+            break
+        taken = np.maximum(taken, cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)))
         # Keep objects visible: their colour differs from the background by at least 0.25.
         offset = rng.uniform(0.25, 0.45, channels) * rng.choice([-1.0, 1.0])
         colour = np.clip(background + offset, 0.0, 1.0)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import albumentations as A
 import numpy as np
 
-from unet_lab.data.datamodule import SPLITS, InMemoryDataModule
+from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
 from unet_lab.data.shapes import SHAPE_KINDS, render_shapes
 from unet_lab.validation import check_float, check_int
 
@@ -16,13 +16,14 @@ class SyntheticShapesDataModule(InMemoryDataModule):
     """Textured shapes on noisy textured backgrounds; class = shape kind.
 
     Deterministic from ``seed``: the same arguments give the same images on every machine and in
-    every process. ``num_classes`` counts the background: 2 is binary (any shape is foreground),
-    3..6 use that many - 1 shape kinds.
+    every process (``seed=None``: a seed drawn once, see :func:`data_seed`). ``num_classes``
+    counts the background: 2 is binary (any shape is foreground), 3..6 use that many - 1 shape
+    kinds.
     """
 
     def __init__(
         self,
-        image_size: int = 128,
+        image_size: int = 96,
         in_channels: int = 3,
         num_classes: int = 4,
         train_size: int = 1024,
@@ -30,8 +31,8 @@ class SyntheticShapesDataModule(InMemoryDataModule):
         test_size: int = 128,
         max_objects: int = 6,
         noise: float = 0.08,
-        seed: int = 0,
-        batch_size: int = 16,
+        seed: int | None = 0,
+        batch_size: int = 4,
         num_workers: int | str = "auto",
         train_transform: A.Compose | None = None,
         eval_transform: A.Compose | None = None,
@@ -53,13 +54,16 @@ class SyntheticShapesDataModule(InMemoryDataModule):
         }
         self.max_objects = check_int("max_objects", max_objects, 1)
         self.noise = check_float("noise", noise, 0.0)
-        self.seed = check_int("seed", seed, 0)
+        self.seed = data_seed(seed)
 
     @property
     def class_names(self) -> list[str]:
         if self.num_classes == 2:
             return ["background", "shape"]
         return ["background", *SHAPE_KINDS[: self.num_classes - 1]]
+
+    def working_sizes(self, split: str) -> list[tuple[int, int]]:
+        return [(self.image_size, self.image_size)] * self.split_sizes[split]  # not rendered
 
     def load_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         split_id = SPLITS.index(split)

@@ -185,6 +185,11 @@ def crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 def mirror_pad(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
     """``F.pad`` by mirroring (``pad`` in F.pad's order: last axis low, high, then the one
     before...); pads wider than the image mirror repeatedly, as the paper's overlap-tile does."""
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        # An exported graph takes any size: the same pixels, gathered without size branches.
+        for axis in range(len(pad) // 2):
+            x = x.index_select(-1 - axis, _mirror_index(x, -1 - axis, pad[2 * axis : 2 * axis + 2]))
+        return x
     remaining = list(pad)
     while any(remaining):
         sizes = list(reversed(x.shape[2:]))  # matches F.pad's last-axis-first order
@@ -194,6 +199,19 @@ def mirror_pad(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
         x = F.pad(x, step, mode="reflect")
         remaining = [p - s for p, s in zip(remaining, step, strict=True)]
     return x
+
+
+def _mirror_index(x: torch.Tensor, axis: int, pad: Sequence[int]) -> torch.Tensor:
+    """Indices along ``axis`` that mirror-pad it by ``pad`` (low, high), as repeated
+    reflection does: a triangle wave of period ``2 (n - 1)`` (a side of one pixel repeats).
+    Arithmetic on sizes only (traced, or symbolic when exported), and no device constant: the
+    positions come from a tensor like ``x``."""
+    n = x.shape[axis]
+    ones = torch.ones_like(x.reshape(-1)[:1], dtype=torch.long).expand(n)
+    period = (2 * ones.sum() - 2).clamp(min=1)
+    position = F.pad(ones, [pad[0], pad[1]], value=1).cumsum(0) - (1 + pad[0])
+    phase = position.remainder(period)
+    return torch.where(phase < n, phase, period - phase)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

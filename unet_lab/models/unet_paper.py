@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -75,8 +77,8 @@ class UNetPaper(UNetFamily):
             dropout, block, spatial_dims, valid=True,
         )  # fmt: skip
         self.context = check_choice("context", context, CONTEXTS)
-        smallest = valid_input_sizes(depth)[0]
-        self.margin = (smallest - (output_size(smallest, depth) or 0)) // 2
+        self.smallest = valid_input_sizes(depth, 16 * 2**depth)[0]  # 1532 at depth 7
+        self.margin = (self.smallest - (output_size(self.smallest, depth) or 0)) // 2
         spec, c = self.spec, self.channels
         self.stem = conv_block(in_channels, c[0], spec)
         self.down = nn.ModuleList(Down(c[i], c[i + 1], spec) for i in range(depth))
@@ -90,11 +92,24 @@ class UNetPaper(UNetFamily):
         """Pixels the output lacks on each border (0 with ``context=mirror``)."""
         return self.margin if self.context == "none" else 0
 
+    @property
+    def valid_sizes(self) -> tuple[int, int] | None:
+        """``(first, step)``: the raw network (``context=none``) takes sides ``first + k step``
+        only; None with ``context=mirror`` (any side)."""
+        return (self.smallest, 2**self.depth) if self.context == "none" else None
+
+    def mirror_size(self, side: Any) -> Any:
+        """The smallest valid input side with ``margin`` pixels of context around ``side``.
+        Valid sides are ``smallest + k 2**depth``, so this is arithmetic (traced or symbolic
+        when exported: an exported graph takes any size), not a search."""
+        step = 2**self.depth
+        return self.smallest + (side + 2 * self.margin - self.smallest + step - 1) // step * step
+
     def check_size(self, size: int) -> None:
         """Raises an :class:`InputError` listing the nearest valid sizes for an invalid one."""
         if output_size(size, self.depth) is not None:
             return
-        valid = valid_input_sizes(self.depth, max(2 * size, 1024))
+        valid = valid_input_sizes(self.depth, max(2 * size, self.smallest + 4 * 2**self.depth))
         nearest = sorted(valid, key=lambda n: abs(n - size))[:4]
         raise InputError(
             f"unet_paper (depth {self.depth}, context=none) cannot take {size} px: valid "
@@ -107,13 +122,9 @@ class UNetPaper(UNetFamily):
         if self.context == "mirror":
             pad: list[int] = []
             for side in reversed(size):  # F.pad order: last axis first
-                target = next(
-                    n for n in range(side + 2 * self.margin, 4 * side + 4 * self.margin + 64)
-                    if output_size(n, self.depth) is not None
-                )  # fmt: skip
-                pad += [self.margin, target - side - self.margin]
+                pad += [self.margin, self.mirror_size(side) - side - self.margin]
             x = mirror_pad(x, pad)
-        else:
+        elif not (torch.compiler.is_exporting() or torch.jit.is_tracing()):
             for side in size:
                 self.check_size(int(side))
         skips = [self.stem(x)]
