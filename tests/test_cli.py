@@ -232,7 +232,7 @@ def test_resume_continues_the_same_run_in_place(tmp_path: Path) -> None:
     result = run_cli(
         [f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=3"], cwd=tmp_path
     )
-    assert "Restoring states from the checkpoint" in result.stdout + result.stderr
+    assert f"continuing from the checkpoint {run_dir}/checkpoints/last.ckpt" in result.stdout
     assert not (tmp_path / "runs").exists()
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert (resumed["epochs_completed"], resumed["global_step"]) == (3, 12)

@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SMALL_UNET, TINY_DATA
 
-SCRIPTS = sorted(
-    path
-    for path in (REPO / "experiments").glob("*/*.py")
-)
+SCRIPTS = sorted(path for path in (REPO / "experiments").glob("*/*.py"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: f"{path.parent.name}/{path.name}")

@@ -26,7 +26,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
@@ -131,8 +131,11 @@ def build(cfg: DictConfig) -> Experiment:
     )
     best_metrics = BestMetrics(cfg.optimized_metric, cfg.optimized_mode)
     resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    named = instantiate_named(cfg.get("callbacks"), "callbacks")
+    if not cfg.trainer.get("enable_progress_bar", True):  # no progress display at all
+        named = [c for c in named if not isinstance(c, ProgressBar)]
     callbacks = [
-        *instantiate_named(cfg.get("callbacks"), "callbacks"),
+        *named,
         best_metrics,
         ConfigInCheckpoint(resolved),
         CheckpointOnInterrupt(),
@@ -226,6 +229,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer, module = experiment.trainer, experiment.module
     parameters = sum(p.numel() for p in module.net.parameters())
     log.info("run folder: %s", run_dir)
+    if cfg.get("ckpt_path") is not None:
+        log.info("continuing from the checkpoint %s", cfg.ckpt_path)
     log.info(
         "model: %s, %.2f M parameters, channels per level %s",
         type(module.net).__name__,

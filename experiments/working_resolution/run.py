@@ -29,6 +29,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -161,6 +162,7 @@ def train_run(name: str, arguments: list[str], workdir: Path) -> dict[str, Any]:
     log_dir = workdir / name
     timing_file = log_dir / "timing.json"
     if not timing_file.is_file():
+        shutil.rmtree(log_dir, ignore_errors=True)  # an unfinished run: start it again
         command = [sys.executable, str(REPO / "train.py"), *arguments, "logger=csv"]
         cpu_before = _children_cpu_s()
         started = time.perf_counter()
@@ -337,10 +339,16 @@ def main() -> None:
         "every validation, the final native-size validation, predictions.png); CPU s sums "
         "both cores. Each validation: every 25 steps (photographs), every 12 (ISBI 2012).",
     ]
-    if any(run["data"] == "isbi2012" for run in rows):
+    isbi = [run for run in rows if run["data"] == "isbi2012"]
+    if isbi:
+        rand = ", ".join(
+            f"data.scale={run['setting']} {run['val'].get('rand_error', math.nan):.4f}"
+            for run in isbi
+        )
         lines.append(
             f"\nISBI 2012: `experiment=isbi2012` fold 0 (24 training, 6 validation slices of "
-            f"512 px), {args.isbi_steps} steps of 8 patches of 256 px; membrane Dice."
+            f"512 px), {args.isbi_steps} steps of 8 patches of 256 px; membrane Dice. Rand error "
+            f"of the best checkpoint at native size (argmax; lower is better): {rand}."
         )
     table = "\n".join(lines) + "\n"
     print(table)
