@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from common import machine  # noqa: E402
+from common import machine, publish  # noqa: E402
 from run import run_seed  # noqa: E402
 
 from unet_lab.config import compose_train_config  # noqa: E402
@@ -92,13 +92,7 @@ def main() -> None:
         "Dice is the mean over the foreground classes; training compute counts forward FLOPs x 3 "
         "per training sample plus one forward pass per validation image (`unet-lab plan`).",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (HERE / f"{args.name}.md").write_text(table)
-    (HERE / f"{args.name}.json").write_text(
-        json.dumps({"machine": machine(), "overrides": args.overrides, "rows": rows}, indent=2)
-        + "\n"
-    )
+    publish(HERE / args.name, lines, {"overrides": args.overrides, "rows": rows})
 
 
 if __name__ == "__main__":
