@@ -75,6 +75,12 @@ def config_error(exc: BaseException, key: str) -> InputError | None:
     return None
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def one_line(exc: BaseException) -> str | None:
     """A one-line description of a configuration error, or None for other exceptions."""
     if isinstance(exc, InputError | RunFault):

@@ -22,7 +22,7 @@ from torch import nn
 
 from unet_lab.config import compose_config
 from unet_lab.data.normalization import Normalizer
-from unet_lab.errors import InputError, input_errors_exit
+from unet_lab.errors import InputError, first_line, input_errors_exit
 from unet_lab.inference import TrainedNetwork, load_trained
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -182,8 +182,9 @@ class TorchScriptNetwork(ExportedNetwork):
         try:
             self.module = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, ValueError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{path}: cannot read the TorchScript model ({first})") from exc
+            raise InputError(
+                f"{path}: cannot read the TorchScript model ({first_line(exc)})"
+            ) from exc
 
     def run(self, image: torch.Tensor) -> torch.Tensor:
         return self.module(image)

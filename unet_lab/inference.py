@@ -20,7 +20,7 @@ from unet_lab.config import instantiate
 from unet_lab.data.dataset import as_unit_float, image_to_tensor
 from unet_lab.data.normalization import Normalizer
 from unet_lab.data.scaling import probabilities_at, resample_image
-from unet_lab.errors import InputError
+from unet_lab.errors import InputError, first_line
 
 
 def probabilities(net: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
@@ -108,11 +108,6 @@ class TrainedNetwork:
         return self.predict(image, tta=tta).numpy()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_trained(checkpoint: str | Path) -> TrainedNetwork:
     """The network of a unet-lab checkpoint (``best.ckpt`` or ``last.ckpt`` of a run), rebuilt
     from the config stored in it. Loads tensors and plain values only (no pickled code)."""
@@ -125,9 +120,9 @@ def load_trained(checkpoint: str | Path) -> TrainedNetwork:
                 f"{path}: refused: the checkpoint holds objects other than tensors and plain "
                 "values, and loading them could run code"
             ) from exc
-        raise InputError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from exc
+        raise InputError(f"{path}: cannot read the checkpoint ({first_line(exc)})") from exc
     except (OSError, RuntimeError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from exc
+        raise InputError(f"{path}: cannot read the checkpoint ({first_line(exc)})") from exc
     if ConfigInCheckpoint.DATA_KEY not in state:
         raise InputError(f"{path}: not a unet-lab checkpoint (no {ConfigInCheckpoint.DATA_KEY})")
     config = state[ConfigInCheckpoint.KEY]

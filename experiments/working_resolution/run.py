@@ -3,7 +3,7 @@ patches at native resolution against `data.scale` (auto, and one fixed factor), 
 number of optimizer steps and batch size; ISBI 2012 (512 px EM slices, thin membranes) as the
 control where `auto` must keep the native resolution.
 
-    .venv/bin/python experiments/working_resolution/run.py        # about 7 min on 2 idle cores
+    .venv/bin/python experiments/working_resolution/run.py        # ~7 min, 2-core AMD EPYC (bf16)
     .venv/bin/python experiments/working_resolution/run.py --steps 100 --no-isbi   # quicker
     .venv/bin/python experiments/working_resolution/run.py --seeds 0 1 --scales 1.0 auto
 
