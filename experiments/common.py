@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from unet_lab.precision import cpu_has_fast_bf16
+from unet_lab.training.precision import cpu_has_fast_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,14 +55,14 @@ def command_line(script: str) -> str:
 def composed_config(overrides: list[str], output_dir: str = "/tmp/unet_lab_benchmark") -> Any:
     """``python train.py``'s config with ``overrides``, logging to CSV only, into
     ``output_dir``."""
-    from unet_lab.config import compose_train_config
+    from unet_lab.config.compose import compose_train_config
 
     return compose_train_config([f"paths.output_dir={output_dir}", "logger=csv", *overrides])
 
 
 def plain_training_step(experiment: Any) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """One optimizer step of an experiment's network, loss, optimizer, precision and memory
-    format (``unet_lab.train.build``), in plain PyTorch: no Lightning, metrics or logging."""
+    format (``unet_lab.training.build``), in plain PyTorch: no Lightning, metrics or logging."""
     module = experiment.module
     net = module.net.train()
     optimizer = module.optimizer_factory(net.parameters())

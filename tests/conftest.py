@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from unet_lab.config import compose_train_config
+from unet_lab.config.compose import compose_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 

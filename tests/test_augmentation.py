@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from conftest import REPO, compose_config
 
-from unet_lab.config import instantiate
+from unet_lab.commands.show_aug import augmentation_grid
+from unet_lab.config.compose import instantiate
 from unet_lab.data import compose
 from unet_lab.data.augmentation import random_state, set_random_state
 from unet_lab.data.dataset import as_unit_float
 from unet_lab.data.shapes import render_shapes
 from unet_lab.data.transforms import CoarseGridElastic
-from unet_lab.show_aug import augmentation_grid
 
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "augmentation").glob("*.yaml"))
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unet_lab.compare import find_runs, main, write_summary
+from unet_lab.commands.compare import main
+from unet_lab.runs.compare import find_runs, write_comparison
 
 
 def _run(folder: Path, overrides: list[str], value: float | None, status: str = "completed",
@@ -39,7 +40,7 @@ def test_runs_best_first_failures_last_with_their_reason(tmp_path: Path) -> None
     _run(sweep / "0_a", ["model.depth=3", "debug=fast"], 0.80)
     _run(sweep / "1_b", ["model.depth=4", "debug=fast"], None, status="failed", curve=(0.1,))
     _run(sweep / "2_c", ["model.depth=5", "debug=fast"], 0.90)
-    written = write_summary([sweep], sweep)
+    written = write_comparison([sweep], sweep)
     assert written is not None
     rows = [line for line in written.read_text().splitlines() if line.startswith("| model")]
     assert [r.split(" | ")[0] for r in rows] == [
@@ -63,5 +64,8 @@ def test_folders_above_runs_and_single_runs(tmp_path: Path, capsys) -> None:
     main([str(one), str(two), "--output", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert "| (defaults) |" in out and "| model.width=8 |" in out
-    with pytest.raises(SystemExit, match="no run folders"):
-        main([str(tmp_path / "empty_dir_that_does_not_exist")])
+    missing = tmp_path / "empty_dir_that_does_not_exist"
+    with pytest.raises(SystemExit) as stop:
+        main([str(missing)])
+    assert stop.value.code == 2
+    assert f"error: no run folders (with metrics.json) under {missing}" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 values fail before training with one line that names the key."""
 
 import inspect
-import json
 import os
 import subprocess
 import sys
@@ -17,9 +16,9 @@ from hydra import compose, initialize_config_module
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from unet_lab.config import CONFIG_MODULE
+from unet_lab.config.compose import CONFIG_MODULE
 from unet_lab.errors import one_line
-from unet_lab.train import build
+from unet_lab.training import build
 
 CONF = REPO / "conf"
 # Groups whose options are whole run set-ups rather than swappable parts.
@@ -82,8 +81,8 @@ def test_an_unseeded_run_draws_one_data_seed_that_its_config_carries(
         pairs = zip([*ours[0], *ours[1]], [*theirs[0], *theirs[1]], strict=True)
         assert all(np.array_equal(a, b) for a, b in pairs), split
     assert build(compose_config(tmp_path / "other", overrides)).datamodule.seed != seed
-    if data == "folder":  # the split file names the seed that drew the split
-        saved = json.loads((tmp_path / "run" / "split.json").read_text())
+    if data == "folder":  # split.json (written by the run) names the seed that drew the split
+        saved = experiment.datamodule.split_record()
         assert saved["seed"] == seed
         assert saved["val"] == [stem for stem, _, _ in experiment.datamodule.split["val"]]
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from unet_lab.arguments import InvalidArgumentError
 from unet_lab.data import SegmentationArrayDataset, SyntheticShapesDataModule, compose
 from unet_lab.data.datamodule import auto_workers
 from unet_lab.data.dataset import as_unit_float
-from unet_lab.validation import InvalidArgumentError
 
 
 def _datamodule(**kwargs) -> SyntheticShapesDataModule:

@@ -13,10 +13,10 @@ from conftest import FAST, compose_config, run_cli
 from folders import write_dataset
 from hydra import compose, initialize_config_module
 
-from unet_lab.config import CONFIG_MODULE
-from unet_lab.distributed import processes_to_start, shared_run_folder_arguments
+from unet_lab.config.compose import CONFIG_MODULE
 from unet_lab.errors import ConfigError
-from unet_lab.train import build
+from unet_lab.training import build
+from unet_lab.training.launcher import processes_to_start, shared_run_folder_arguments
 
 pytestmark = pytest.mark.slow
 

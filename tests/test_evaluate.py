@@ -10,8 +10,8 @@ import pytest
 from conftest import FAST, REPO, TINY_DATA, compose_config
 from folders import write_dataset
 
-from unet_lab.evaluate import main
-from unet_lab.train import train
+from unet_lab.commands.evaluate import main
+from unet_lab.training import train
 
 
 @pytest.fixture(scope="module")

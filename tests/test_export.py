@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import FAST, REPO, SMALL_UNET, TINY_DATA, compose_config
 
+from unet_lab.commands.export import main as export_main
+from unet_lab.commands.predict import main as predict_main
 from unet_lab.errors import InputError
-from unet_lab.export import FORMATS, load_exported
-from unet_lab.export import main as export_main
-from unet_lab.inference import load_trained
-from unet_lab.predict import main as predict_main
-from unet_lab.train import train
+from unet_lab.inference.export import FORMATS, load_exported
+from unet_lab.inference.trained import load_trained
+from unet_lab.training import train
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,9 @@ import pytest
 from conftest import FAST, REPO, TINY_DATA, compose_config, run_cli
 from pytorch_lightning.callbacks import RichProgressBar
 
-from unet_lab.prediction_picture import IGNORED, foreground_dice, prediction_grid
-from unet_lab.progress import PlainProgress, progress
-from unet_lab.train import train
-from unet_lab.visual import COLOURS
+from unet_lab.pictures import COLOURS, IGNORED, foreground_dice, prediction_grid
+from unet_lab.training import train
+from unet_lab.training.progress import PlainProgress, progress
 
 PROGRESS_LINE = re.compile(
     r"epoch (\d+)/2( done)?  step (\d+)/8  loss \d+\.\d{4}  \d+\.\d img/s  "
@@ -43,9 +42,9 @@ def test_plain_progress_writes_steady_lines_with_the_latest_validation(
         tmp_path,
         [*FAST, *TINY_DATA, "callbacks.progress.style=lines", "callbacks.progress.interval_s=0"],
     )
-    with caplog.at_level(logging.INFO, logger="unet_lab.progress"):
+    with caplog.at_level(logging.INFO, logger="unet_lab.training.progress"):
         train(cfg)
-    lines = [r.getMessage() for r in caplog.records if r.name == "unet_lab.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "unet_lab.training.progress"]
     training = [line for line in lines if PROGRESS_LINE.match(line)]
     # interval 0: a line after each of the 2 x 4 training steps, and one at each epoch end
     assert len(training) == 8 + 2, lines
@@ -98,7 +97,7 @@ def test_a_redirected_run_shows_progress_our_lines_only_and_a_picture(tmp_path: 
 SCRIPT = """
 from unet_lab import fit
 from unet_lab.errors import ConfigError
-from unet_lab.inference import load_trained
+from unet_lab.inference.trained import load_trained
 
 summary = fit({overrides!r}, output_dir="mine")
 print("status", summary["status"], summary["run_dir"])

@@ -1,7 +1,6 @@
 """The folder data module: layouts, formats, label mappings and splits (bad data:
 test_bad_data.py)."""
 
-import json
 from pathlib import Path
 
 import cv2
@@ -87,13 +86,15 @@ def test_k_fold_validation_sets_cover_every_image_once(tmp_path: Path) -> None:
         assert not {s for s, _, _ in split["val"]} & {s for s, _, _ in split["train"]}
 
 
-def test_given_split_folders_and_the_saved_split(tmp_path: Path) -> None:
+def test_given_split_folders_and_the_split_record(tmp_path: Path) -> None:
     for split in ("train", "val"):
         write_dataset(tmp_path / split, count=3)
-    dm = _dm(tmp_path, split_file=str(tmp_path / "run" / "split.json"))
+    dm = _dm(tmp_path)
     assert not dm.has_split("test")
-    saved = json.loads((tmp_path / "run" / "split.json").read_text())
-    assert saved["val"] == ["img00", "img01", "img02"] and "test" not in saved
+    record = dm.split_record()
+    assert record["val"] == ["img00", "img01", "img02"] and "test" not in record
+    assert record["root"] == str(tmp_path.resolve()) and record["seed"] == dm.seed
+    assert not list(tmp_path.rglob("split.json"))  # the data module writes no files
 
 
 @pytest.mark.parametrize(("share", "low", "high"), [(1.0, 0.99, 1.0), (0.0, 0.0, 0.6)])

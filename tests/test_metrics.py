@@ -10,7 +10,7 @@ from torchmetrics.functional.classification import (
     multiclass_jaccard_index,
 )
 
-from unet_lab.metrics import SegmentationScores, scores_from_confusion
+from unet_lab.metrics.scores import SegmentationScores, scores_from_confusion
 
 NAMES = ["bg", "a", "b", "c"]
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 from conftest import FAST, SMALL_UNET, TINY_DATA, compose_config
 
+from unet_lab.arguments import InvalidArgumentError
 from unet_lab.errors import InputError
 from unet_lab.losses import CrossEntropyLoss, DeepSupervisionLoss
 from unet_lab.models import UNet, UNetPaper, UNetPlusPlus, valid_input_sizes
 from unet_lab.models.blocks import AttentionGate, mirror_pad
 from unet_lab.models.unet_paper import output_size
-from unet_lab.train import train
-from unet_lab.validation import InvalidArgumentError
+from unet_lab.training import train
 
 VARIANTS = {
     "residual": lambda dims: UNet(2, 3, depth=3, width=4, block="residual", spatial_dims=dims),

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_DATA, compose_config
 
-from unet_lab.plan import main, make_plan
+from unet_lab.commands.plan import main
+from unet_lab.training.plan import make_plan
 
 
 def _plan(tmp_path: Path, *overrides: str):

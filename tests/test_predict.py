@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import FAST, REPO, TINY_DATA, compose_config
 
+from unet_lab.commands.predict import input_files, main
 from unet_lab.errors import InputError
-from unet_lab.predict import input_files, main
-from unet_lab.train import train
+from unet_lab.training import train
 
 
 @pytest.fixture(scope="module")
@@ -69,4 +69,5 @@ def test_the_command_line_as_a_user_types_it(checkpoint: Path, tmp_path: Path) -
          f"input={scans}", "output=masks"],
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
-    assert missing.returncode == 2 and "no.ckpt: cannot read the checkpoint" in missing.stderr
+    assert missing.returncode == 2
+    assert f"checkpoint not found: {tmp_path / 'no.ckpt'}" in missing.stderr

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from unet_lab.region_scores import best_over_thresholds, rand_scores, regions
+from unet_lab.metrics.regions import best_over_thresholds, rand_scores, regions
 
 
 def _rand_by_pairs(true_regions: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:

@@ -23,9 +23,9 @@ import torch
 from conftest import FAST, REPO, TINY_DATA, compose_config, run_cli
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from unet_lab.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, save_atomically
 from unet_lab.errors import RunFault, one_line
-from unet_lab.train import train
+from unet_lab.runs.checkpoints import AtomicCheckpointIO, CheckpointWriteError, save_atomically
+from unet_lab.training import train
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(
@@ -49,7 +49,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(
 WRITER = textwrap.dedent(
     """
     import sys, torch
-    from unet_lab.checkpoint_io import save_atomically
+    from unet_lab.runs.checkpoints import save_atomically
     step = 0
     while True:
         step += 1
@@ -146,7 +146,7 @@ def test_a_stopped_run_saves_where_it_was_and_the_same_command_continues(
     assert summary["status"] == "interrupted", stderr
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == summary["global_step"] > 0
-    assert "to continue: python train.py ckpt_path=" in stderr
+    assert f"from which the run continues (ckpt_path={tmp_path / 'run' / 'checkpoints'}" in stderr
 
     result = run_cli(command, cwd=tmp_path)
     assert "continuing" in result.stderr + result.stdout

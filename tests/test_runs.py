@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from unet_lab.runs import (
+from unet_lab.runs.folders import (
     claimed_folder_arguments,
     discard_unstarted,
     release_if_unused,
-    resume_arguments,
     run_dir_of_checkpoint,
 )
+from unet_lab.runs.resume import resume_arguments
 
 
 def _run_folder(root: Path, overrides: list[str], name: str = "0_model.depth=3,x=1") -> Path:

@@ -2,8 +2,9 @@
 
 import pytest
 
-from unet_lab import precision, wandb_logging
-from unet_lab.validation import InvalidArgumentError
+from unet_lab.arguments import InvalidArgumentError
+from unet_lab.training import precision
+from unet_lab.training import wandb_logger as wandb_logging
 
 
 def test_no_credentials_means_offline_without_touching_the_network(monkeypatch) -> None:
@@ -54,6 +55,6 @@ def test_auto_precision_on_gpus_is_logged(monkeypatch, caplog, bf16: bool, expec
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda including_emulation=True: bf16)
     monkeypatch.setattr("torch.cuda.get_device_name", lambda *a: "Tesla V100")
-    with caplog.at_level("INFO", logger="unet_lab.precision"):
+    with caplog.at_level("INFO", logger="unet_lab.training.precision"):
         assert precision.resolve_precision("auto", "auto") == expected
     assert f"precision: auto -> {expected} (GPU Tesla V100)" in caplog.text

@@ -13,6 +13,8 @@ from conftest import FAST, compose_config, run_cli
 from folders import write_dataset
 from torch import nn
 
+from unet_lab.commands.evaluate import main as eval_main
+from unet_lab.commands.predict import main as predict_main
 from unet_lab.data import FolderDataModule
 from unet_lab.data.normalization import Normalizer
 from unet_lab.data.scaling import (
@@ -24,11 +26,9 @@ from unet_lab.data.scaling import (
     working_size,
 )
 from unet_lab.errors import one_line
-from unet_lab.evaluate import main as eval_main
-from unet_lab.inference import TrainedNetwork, load_trained
-from unet_lab.predict import main as predict_main
-from unet_lab.sliding_window import SlidingWindowPredictor
-from unet_lab.train import build, train
+from unet_lab.inference.sliding_window import SlidingWindowPredictor
+from unet_lab.inference.trained import TrainedNetwork, load_trained
+from unet_lab.training import build, train
 
 SIZES = [(96, 128), (80, 112)]  # native; at data.scale=0.5: 48x64 and 40x56
 

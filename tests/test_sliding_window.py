@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from unet_lab.inference import probabilities
+from unet_lab.inference.sliding_window import SlidingWindowPredictor, gaussian_weights, tile_starts
+from unet_lab.inference.trained import probabilities
 from unet_lab.models import UNet, UNetPaper
 from unet_lab.models.blocks import mirror_pad
-from unet_lab.sliding_window import SlidingWindowPredictor, gaussian_weights, tile_starts
 
 
 def test_tiles_cover_the_image_and_end_at_the_border() -> None:

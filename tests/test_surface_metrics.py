@@ -9,7 +9,7 @@ import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 from scipy import ndimage
 
-from unet_lab.surface_metrics import SurfaceDistances, hd95_and_asd, surface_distances
+from unet_lab.metrics.surface import SurfaceDistances, hd95_and_asd, surface_distances
 
 # MONAI 1.6 warns about one of its own deprecated arguments, used internally.
 pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy")

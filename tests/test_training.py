@@ -9,9 +9,9 @@ import pytorch_lightning as pl
 import torch
 from conftest import FAST, TINY_DATA, compose_config
 
-from unet_lab.callbacks import ConfigInCheckpoint
-from unet_lab.inference import load_trained
-from unet_lab.train import build, train
+from unet_lab.inference.trained import load_trained
+from unet_lab.runs.checkpoints import CONFIG_KEY
+from unet_lab.training import build, train
 
 SMALL = [
     "logger=csv",
@@ -52,7 +52,7 @@ def test_short_training_learns_well_above_chance(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
 
     checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
-    config = checkpoint[ConfigInCheckpoint.KEY]
+    config = checkpoint[CONFIG_KEY]
     assert config["model"]["depth"] == 3 and config["data"]["num_classes"] == 2
     assert checkpoint["epoch"] == summary["best_epoch"]
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from unet_lab.arguments import InvalidArgumentError
 from unet_lab.models import UNet, level_channels
-from unet_lab.validation import InvalidArgumentError
 
 
 @pytest.mark.parametrize("up_mode", ["transpose", "bilinear", "nearest"])

@@ -7,11 +7,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 from unet_lab.data import SyntheticShapesDataModule
+from unet_lab.inference import load_trained
 from unet_lab.losses import CrossEntropyLoss, DiceCELoss, DiceLoss
 from unet_lab.metrics import SegmentationScores
 from unet_lab.models import UNet
-from unet_lab.module import SegmentationModule
-from unet_lab.train import fit
+from unet_lab.training import SegmentationModule, fit, train
 
 __version__ = "0.1.0"
 
@@ -24,4 +24,6 @@ __all__ = [
     "SyntheticShapesDataModule",
     "UNet",
     "fit",
+    "load_trained",
+    "train",
 ]

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from unet_lab.validation import InvalidArgumentError
+from unet_lab.arguments import InvalidArgumentError
 
 
 class InputError(ValueError):
@@ -32,6 +32,8 @@ class RunFault(Exception):
     the file, and says what was kept and how to continue."""
 
 
+# Where the user's HYDRA_FULL_ERROR choice is kept (see full_traceback_asked).
+FULL_ERROR_ENV = "UNET_LAB_FULL_ERROR"
 # OSError numbers of storage faults: no space, quota exceeded, read-only file system.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
@@ -134,13 +136,24 @@ def exit_with(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def full_traceback_asked() -> bool:
+    """Whether the user asked for full tracebacks (``HYDRA_FULL_ERROR=1``). While the train
+    command runs, it sets ``HYDRA_FULL_ERROR=1`` for Hydra itself (so that exceptions reach our
+    one-line messages instead of Hydra's printer) and keeps the user's choice in
+    ``UNET_LAB_FULL_ERROR``, which its DDP rank processes inherit."""
+    recorded = os.environ.get(FULL_ERROR_ENV)
+    if recorded is not None:
+        return recorded == "1"
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
 @contextmanager
 def input_errors_exit(full_traceback: bool | None = None) -> Iterator[None]:
     """Turns configuration and data mistakes raised inside into :func:`exit_with`; other
     exceptions pass unchanged, and so does everything when ``full_traceback`` is asked for
-    (default: ``HYDRA_FULL_ERROR=1``)."""
+    (default: :func:`full_traceback_asked`)."""
     if full_traceback is None:
-        full_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        full_traceback = full_traceback_asked()
     try:
         yield
     except Exception as exc:

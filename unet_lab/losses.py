@@ -16,7 +16,7 @@ from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
-from unet_lab.validation import check_float, check_int
+from unet_lab.arguments import check_float, check_int
 
 
 def _full_precision(logits: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from common import (  # noqa: E402
     seconds_per_call,
 )
 
-from unet_lab.train import build  # noqa: E402
+from unet_lab.training import build  # noqa: E402
 
 PRESETS = ("none", "light", "medium", "heavy", "paper", "nnunet")
 

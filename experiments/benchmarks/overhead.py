@@ -35,7 +35,7 @@ from common import (  # noqa: E402
 
 
 def _experiment(overrides: list[str], output_dir: str) -> Any:
-    from unet_lab.train import build
+    from unet_lab.training import build
 
     no_extras = [
         "callbacks.validation_images=null",

@@ -65,8 +65,8 @@ def overrides(setting: dict[str, int]) -> list[str]:
 
 def measure(setting: dict[str, int], warmup: int, steps: int) -> dict:
     """In a child process: forward GFLOPs from the plan, step time and peak memory."""
-    from unet_lab.plan import make_plan
-    from unet_lab.train import build
+    from unet_lab.training import build
+    from unet_lab.training.plan import make_plan
 
     cfg = composed_config(overrides(setting))
     plan = make_plan(cfg)

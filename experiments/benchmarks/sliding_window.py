@@ -39,7 +39,7 @@ def _network() -> torch.nn.Module:
 
 def _predictor(method: str, tile: int, overlap: float, batch: int):
     if method == "unet-lab":
-        from unet_lab.sliding_window import SlidingWindowPredictor
+        from unet_lab.inference.sliding_window import SlidingWindowPredictor
 
         window = SlidingWindowPredictor(tile, overlap, "gaussian", batch)
         return lambda net, image: window(net, image[0])[None]

@@ -31,8 +31,8 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 from common import machine  # noqa: E402
 
-from unet_lab.config import compose_train_config  # noqa: E402
-from unet_lab.plan import make_plan  # noqa: E402
+from unet_lab.config.compose import compose_train_config  # noqa: E402
+from unet_lab.training.plan import make_plan  # noqa: E402
 
 TARGET_DICE = 0.90
 

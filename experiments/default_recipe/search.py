@@ -26,8 +26,8 @@ sys.path.insert(0, str(HERE))
 from common import machine, publish  # noqa: E402
 from run import run_seed  # noqa: E402
 
-from unet_lab.config import compose_train_config  # noqa: E402
-from unet_lab.plan import make_plan  # noqa: E402
+from unet_lab.config.compose import compose_train_config  # noqa: E402
+from unet_lab.training.plan import make_plan  # noqa: E402
 
 # The 2026-11 default was 128 px, width 16, batches of 16, 16 epochs: 78 TFLOP. Candidates
 # within the budget of 10 TFLOP (each key spelled out, so the table stays true whatever the

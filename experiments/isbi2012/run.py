@@ -11,7 +11,7 @@ For each model and fold it runs the command a user types,
 checkpoint and predicts the fold's six held-out slices whole, without and with test-time
 averaging over the eight flips/rotations. Scores per fold: membrane Dice and IoU (argmax), pixel
 error and foreground-restricted Rand error (best over the challenge's thresholds, see
-``unet_lab.region_scores``). Writes results.md and results.json here; ``--workdir`` keeps the
+``unet_lab.metrics.regions``). Writes results.md and results.json here; ``--workdir`` keeps the
 run folders, and finished runs found there are scored again instead of retrained.
 """
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from unet_lab.data.files import read_image, read_mask
-from unet_lab.inference import load_trained
-from unet_lab.region_scores import best_over_thresholds
+from unet_lab.inference.trained import load_trained
+from unet_lab.metrics.regions import best_over_thresholds
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -41,9 +41,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from unet_lab.evaluate import data_config, load_data
-from unet_lab.inference import load_trained
-from unet_lab.sliding_window import SlidingWindowPredictor
+from unet_lab.inference.evaluation import data_config, load_data
+from unet_lab.inference.sliding_window import SlidingWindowPredictor
+from unet_lab.inference.trained import load_trained
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

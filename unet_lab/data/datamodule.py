@@ -8,6 +8,7 @@ import random
 import secrets
 from abc import abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -15,9 +16,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
+from unet_lab.arguments import check_int
 from unet_lab.data.dataset import SegmentationArrayDataset
 from unet_lab.data.normalization import Normalizer
-from unet_lab.validation import check_int
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -119,6 +120,11 @@ class InMemoryDataModule(pl.LightningDataModule):
     def has_split(self, split: str) -> bool:
         """Whether the data has this split (data sets without test labels have no test split)."""
         return True
+
+    def split_record(self) -> dict[str, Any] | None:
+        """Which files went into which split, for the run folder's ``split.json``; None for
+        data made from a seed alone (nothing to record beyond the config)."""
+        return None
 
     def eval_batch_size(self) -> int:
         """Batch size for validation and test."""

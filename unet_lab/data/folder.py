@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import albumentations as A
 import cv2
 import numpy as np
 
+from unet_lab.arguments import check_float, check_int
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
 from unet_lab.data.files import DataError, list_images, read_image, read_mask
 from unet_lab.data.labels import LabelMapping
@@ -27,8 +27,6 @@ from unet_lab.data.scaling import (
     structure_depth,
     working_size,
 )
-from unet_lab.distributed import is_rank_zero
-from unet_lab.validation import check_float, check_int
 
 log = logging.getLogger(__name__)
 Sample = tuple[str, Path, Path]  # stem, image file, mask file
@@ -66,7 +64,7 @@ class FolderDataModule(InMemoryDataModule):
         class_names: one per class (default ``class0``.. with ``background`` first).
         mask_values, palette, ignore_index: how stored masks map to classes (``LabelMapping``).
         val_fraction, test_fraction: shares of the labelled pool held out, drawn with ``seed``
-            (None: a seed drawn once, see :func:`data_seed`; ``split_file`` records it).
+            (None: a seed drawn once, see :func:`data_seed`; :meth:`split_record` records it).
         folds, fold: k-fold cross-validation instead of ``val_fraction``: fold ``fold`` of
             ``folds`` is the validation set.
         patch_size: train on random square patches of this size (smaller images are
@@ -87,7 +85,6 @@ class FolderDataModule(InMemoryDataModule):
             > 0) instead of placed at random; helps when objects are small and rare.
         samples_per_epoch: training samples (patches) drawn per epoch; default one per
             training image. Raise it for few, large images, so an epoch is more than a few steps.
-        split_file: where to write the split (stems per split), e.g. into the run folder.
     """
 
     def __init__(
@@ -107,7 +104,6 @@ class FolderDataModule(InMemoryDataModule):
         scale: float | Literal["auto"] = 1.0,
         foreground_oversample: float = 0.0,
         samples_per_epoch: int | None = None,
-        split_file: str | None = None,
         batch_size: int = 8,
         num_workers: int | str = "auto",
         train_transform: A.Compose | None = None,
@@ -175,8 +171,6 @@ class FolderDataModule(InMemoryDataModule):
         )
         if samples_per_epoch is not None:
             self.samples_per_epoch = check_int("samples_per_epoch", samples_per_epoch, 1)
-        if split_file and is_rank_zero():  # every rank has the same split (same seed)
-            self._write_split(Path(split_file))
 
     @property
     def class_names(self) -> list[str]:
@@ -269,11 +263,10 @@ class FolderDataModule(InMemoryDataModule):
                     )
         return reference[1] if reference else 0
 
-    def _write_split(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def split_record(self) -> dict[str, Any]:
+        """The data root, the seed and the image names (stems) of each split."""
         stems = {name: [stem for stem, _, _ in samples] for name, samples in self.split.items()}
-        record = {"root": str(self.root), "seed": self.seed, **stems}
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        return {"root": str(self.root), "seed": self.seed, **stems}
 
     def load_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if split not in self.arrays:

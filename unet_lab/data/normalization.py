@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from unet_lab.arguments import InvalidArgumentError, check_choice
 from unet_lab.data.dataset import as_unit_float, standardize
-from unet_lab.validation import InvalidArgumentError, check_choice
 
 log = logging.getLogger(__name__)
 MODES = ("image", "dataset", "fixed", "none")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unet_lab.validation import InvalidArgumentError
+from unet_lab.arguments import InvalidArgumentError
 
 AUTO = "auto"
 # data.scale=auto: the median shorter side of the training images becomes this many patches

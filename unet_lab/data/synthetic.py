@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import albumentations as A
 import numpy as np
 
+from unet_lab.arguments import check_float, check_int
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
 from unet_lab.data.shapes import SHAPE_KINDS, render_shapes
-from unet_lab.validation import check_float, check_int
 
 
 class SyntheticShapesDataModule(InMemoryDataModule):

@@ -8,7 +8,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from unet_lab.validation import check_float, check_int
+from unet_lab.arguments import check_float, check_int
 
 
 class CoarseGridElastic(A.DualTransform):

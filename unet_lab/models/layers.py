@@ -10,7 +10,7 @@ import math
 
 from torch import nn
 
-from unet_lab.validation import check_choice
+from unet_lab.arguments import check_choice
 
 NORMS = ("batch", "instance", "group", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu")

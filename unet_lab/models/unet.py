@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from unet_lab.arguments import check_choice, check_float, check_int
 from unet_lab.models.blocks import (
     BLOCKS,
     UP_MODES,
@@ -22,7 +23,6 @@ from unet_lab.models.blocks import (
     pad_to_multiple,
 )
 from unet_lab.models.layers import ACTIVATIONS, NORMS, SPATIAL_DIMS, conv
-from unet_lab.validation import check_choice, check_float, check_int
 
 MAX_DEPTH = 7
 

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from unet_lab.arguments import check_choice
 from unet_lab.errors import InputError
 from unet_lab.models.blocks import Down, Up, conv_block, crop_to, mirror_pad
 from unet_lab.models.layers import conv
 from unet_lab.models.unet import UNetFamily
-from unet_lab.validation import check_choice
 
 CONTEXTS = ("mirror", "none")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from unet_lab.arguments import check_int
 from unet_lab.models.blocks import Down, Upsample, conv_block, crop_to, pad_to_multiple
 from unet_lab.models.layers import conv
 from unet_lab.models.unet import CheckpointedRunner, UNetFamily
-from unet_lab.validation import check_int
 
 
 class UNetPlusPlus(UNetFamily):

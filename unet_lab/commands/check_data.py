@@ -1,0 +1,64 @@
+"""``unet-lab check-data [overrides]``: read and check a data set, print what it holds.
+
+Uses the same config as training (``data=folder data.root=DIR ...``), so what passes here
+loads the same way in ``train.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from unet_lab.config.compose import compose_train_config
+from unet_lab.data.datamodule import SPLITS, InMemoryDataModule
+from unet_lab.errors import input_errors_exit
+from unet_lab.training.build import build_datamodule
+
+
+def summarize(datamodule: InMemoryDataModule) -> str:
+    """Counts, sizes, channels, dtypes per split, and class pixel shares with stored labels."""
+    names = datamodule.class_names
+    lines = [f"{'split':<6} {'images':>6}  {'sizes (HxW)':<21} {'channels':>8}  dtypes"]
+    pixels = np.zeros(len(names) + 1, np.int64)  # the last bin counts ignored pixels
+    for split in SPLITS:
+        if not datamodule.has_split(split):
+            lines.append(f"{split:<6} {'-':>6}")
+            continue
+        images, masks = datamodule.load_split(split)
+        heights = [image.shape[0] for image in images]
+        widths = [image.shape[1] for image in images]
+        sizes = f"{min(heights)}x{min(widths)}"
+        if (max(heights), max(widths)) != (min(heights), min(widths)):
+            sizes += f" .. {max(heights)}x{max(widths)}"
+        channels = sorted({image.shape[2] for image in images})
+        dtypes = sorted({str(image.dtype) for image in images})
+        lines.append(
+            f"{split:<6} {len(images):>6}  {sizes:<21} {','.join(map(str, channels)):>8}  "
+            f"{','.join(dtypes)}"
+        )
+        for mask in masks:
+            counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(names))
+            pixels[: len(names)] += counts[: len(names)]
+            pixels[-1] += counts[len(names) :].sum()
+    total = max(int(pixels.sum()), 1)
+    shares = ", ".join(f"{name} {100 * pixels[i] / total:.1f}%" for i, name in enumerate(names))
+    lines.append(f"classes (share of labelled pixels): {shares}")
+    if pixels[-1]:
+        lines.append(f"ignored pixels: {100 * pixels[-1] / total:.1f}%")
+    scale = float(getattr(datamodule, "scale", 1.0))
+    if scale != 1:
+        lines.append(
+            f"working resolution: data.scale={scale:g} (training and validation while fitting; "
+            "final scores, eval and predict at each image's own size)"
+        )
+    return "\n".join(lines)
+
+
+def main(args: Sequence[str]) -> None:
+    with input_errors_exit():
+        cfg = compose_train_config(list(args))
+        report = summarize(build_datamodule(cfg))
+    print(f"data: {cfg.data._target_}")
+    print(report)
+    print("OK: every image and mask was read and matches the configured classes")

@@ -1,0 +1,86 @@
+"""``unet-lab eval ckpt_path=CKPT [split=test] [data.* overrides]`` (``python eval.py``): scores
+of a checkpoint on a split, per class and per image, with pictures of the worst images
+(``conf/eval.yaml``).
+
+Writes ``metrics.json`` (per-class Dice, IoU, HD95, ASD and their means, as the test stage logs
+them), ``per_image.csv`` and ``worst_<rank>_<name>.png`` (image | truth | prediction).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from unet_lab.config.compose import compose_config, instantiate
+from unet_lab.errors import input_errors_exit
+from unet_lab.inference.evaluation import data_config, evaluate, load_data, table
+from unet_lab.inference.trained import load_trained, pick_device
+from unet_lab.pictures import colour, display, side_by_side, write_rgb
+from unet_lab.runs.folders import run_dir_of_checkpoint
+
+
+def output_folder(cfg: DictConfig) -> Path:
+    """``output``, else ``eval/<split>-<time>`` in the checkpoint's run folder (or here)."""
+    if cfg.output:
+        return Path(cfg.output)
+    run_dir = run_dir_of_checkpoint(cfg.ckpt_path) or Path.cwd()
+    return run_dir / "eval" / f"{cfg.split}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+
+
+def run(cfg: DictConfig, data_overrides: list[str]) -> dict[str, Any]:
+    """Scores ``cfg.ckpt_path`` on ``cfg.split`` and writes the files; returns the summary."""
+    trained = load_trained(cfg.ckpt_path)
+    device = pick_device(cfg.device)
+    trained.net.to(device)
+    datamodule = load_data(data_config(trained.config, data_overrides))
+    module_cfg = trained.config.get("module", {})
+    split_scores, rows, pictures = evaluate(
+        trained,
+        datamodule,
+        cfg.split,
+        instantiate(cfg.window, "window", tta=cfg.tta),
+        device,
+        module_cfg.get("ignore_index"),
+        bool(module_cfg.get("include_background", False)),
+    )
+    output = output_folder(cfg)
+    output.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "split": cfg.split,
+        "images": len(rows),
+        "tta": bool(cfg.tta),
+        "scale": trained.scale,  # the network's working resolution; scores at native size
+        "window": OmegaConf.to_container(cfg.window),
+        "scores": {k: (None if math.isnan(v) else v) for k, v in split_scores.items()},
+    }
+    (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with (output / "per_image.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    order = sorted(range(len(rows)), key=lambda i: (math.isnan(rows[i]["dice"]), rows[i]["dice"]))
+    for rank, index in enumerate(order[: cfg.worst], start=1):
+        image, truth, prediction = pictures[index]
+        picture = side_by_side([display(image), colour(truth), colour(prediction)])
+        write_rgb(output / f"worst_{rank}_{rows[index]['image']}.png", picture)
+    print(f"{cfg.split}: {len(rows)} images, checkpoint {cfg.ckpt_path}")
+    print(table(split_scores, trained.class_names))
+    print(f"wrote {output}/metrics.json, per_image.csv and {min(cfg.worst, len(rows))} overlays")
+    return summary
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    arguments = list(sys.argv[1:] if args is None else args)
+    data_overrides = [a for a in arguments if a.startswith(("data.", "data="))]
+    own = [a for a in arguments if a not in data_overrides]
+    with input_errors_exit():
+        run(compose_config("eval", own), data_overrides)

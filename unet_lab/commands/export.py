@@ -1,0 +1,50 @@
+"""``unet-lab export ckpt_path=CKPT [format=onnx|torchscript] [output=FILE]``: the network of a
+checkpoint as an ONNX model (or a TorchScript module) with a JSON sidecar, checked against
+PyTorch (``conf/export.yaml``). ``predict`` runs it when ``ckpt_path`` names the ``.onnx`` or
+``.pt`` file."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from unet_lab.config.compose import compose_config
+from unet_lab.errors import InputError, input_errors_exit
+from unet_lab.inference.export import CHECK_SIZES, FORMATS, export, sidecar_path
+from unet_lab.inference.trained import load_trained
+from unet_lab.runs.folders import run_dir_of_checkpoint
+
+
+def run(cfg: DictConfig) -> Path:
+    """Exports ``cfg.ckpt_path`` as ``cfg`` says; returns the model file written."""
+    if cfg.format not in FORMATS:
+        raise InputError(
+            f"format={cfg.format!r} is not valid: expected one of {', '.join(FORMATS)}"
+        )
+    checkpoint = Path(cfg.ckpt_path)
+    trained = load_trained(checkpoint)
+    if cfg.output:
+        path = Path(cfg.output)
+    else:  # export/ in the checkpoint's run folder, or beside a checkpoint kept elsewhere
+        folder = run_dir_of_checkpoint(checkpoint) or checkpoint.resolve().parent
+        path = folder / "export" / f"{checkpoint.stem}{FORMATS[cfg.format]}"
+    difference = export(
+        trained,
+        path,
+        cfg.format,
+        int(cfg.opset),
+        int(cfg.tile_size),
+        source=str(checkpoint.resolve()),
+    )
+    print(f"wrote {path} and {sidecar_path(path).name}")
+    print(f"{cfg.format} vs PyTorch on sizes {CHECK_SIZES}: max abs difference {difference:.2e}")
+    return path
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    overrides = list(sys.argv[1:] if args is None else args)
+    with input_errors_exit():
+        run(compose_config("export", overrides))

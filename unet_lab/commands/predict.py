@@ -1,0 +1,93 @@
+"""``unet-lab predict ckpt_path=CKPT input=PATH output=DIR [key=value ...]``
+(``python predict.py``): label masks for new images of any size (``conf/predict.yaml`` lists
+the keys).
+
+Writes ``<name>.png`` per input image: class indices (0..C-1) at the input's size, 8-bit (16-bit
+beyond 256 classes); optionally an overlay and the class probabilities.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from unet_lab.config.compose import compose_config, instantiate
+from unet_lab.data.files import IMAGE_SUFFIXES, list_images, read_image
+from unet_lab.errors import InputError, input_errors_exit
+from unet_lab.inference.export import load_exported
+from unet_lab.inference.sliding_window import SlidingWindowPredictor
+from unet_lab.inference.trained import TrainedNetwork, load_trained, pick_device
+from unet_lab.pictures import overlay, write_rgb
+
+
+def input_files(pattern: str) -> list[Path]:
+    """The images an ``input`` names: a file, a folder's images, or a glob's image files."""
+    path = Path(pattern).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = list(list_images(path).values())
+    else:
+        files = sorted(
+            Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_SUFFIXES
+        )
+    if not files:
+        raise InputError(f"input={pattern}: no images (png, jpg, tif, bmp) found")
+    return files
+
+
+def predict_file(
+    trained: TrainedNetwork, predictor: SlidingWindowPredictor, path: Path, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, class probabilities (C, H, W), labels (H, W)) for one file."""
+    image = read_image(path)
+    probs = trained.predict(image, predictor, device).numpy()  # at the image's own size
+    return image, probs, probs.argmax(axis=0)
+
+
+def load_network(path: str) -> TrainedNetwork:
+    """A checkpoint, or an exported ``.onnx`` or ``.pt`` (TorchScript) model with its sidecar."""
+    if Path(path).suffix in (".onnx", ".pt"):
+        return load_exported(Path(path))
+    return load_trained(path)
+
+
+def run(cfg: DictConfig) -> list[Path]:
+    trained = load_network(str(cfg.ckpt_path))
+    device = pick_device(cfg.device)
+    trained.net.to(device)
+    predictor = instantiate(cfg.window, "window", tta=cfg.tta)
+    files = input_files(str(cfg.input))
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint8 if len(trained.class_names) <= 256 else np.uint16
+    written = []
+    for number, path in enumerate(files, start=1):
+        image, probs, labels = predict_file(trained, predictor, path, device)
+        target = output / f"{path.stem}.png"
+        cv2.imwrite(str(target), labels.astype(dtype))
+        if cfg.overlay:
+            write_rgb(output / f"{path.stem}_overlay.png", overlay(image, labels))
+        if cfg.probabilities:
+            np.save(output / f"{path.stem}_probs.npy", probs.astype(np.float16))
+        shares = np.bincount(labels.ravel(), minlength=len(trained.class_names)) / labels.size
+        summary = ", ".join(
+            f"{name} {100 * share:.1f}%"
+            for name, share in zip(trained.class_names, shares, strict=True)
+        )
+        print(f"[{number}/{len(files)}] {path} -> {target} ({summary})", flush=True)
+        written.append(target)
+    return written
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    overrides = list(sys.argv[1:] if args is None else args)
+    with input_errors_exit():
+        run(compose_config("predict", overrides))

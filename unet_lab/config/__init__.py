@@ -1,0 +1,2 @@
+"""The configs: composing them outside a Hydra run, the resolvers they use, instantiating their
+nodes with errors that name the key, and the schema checks of a composed config."""

@@ -1,0 +1,126 @@
+"""Building a run from its composed config: data module, network, LightningModule,
+callbacks, loggers and trainer, each from its config group, with errors that name the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
+from torch import nn
+
+from unet_lab.config.compose import instantiate, instantiate_named, optional
+from unet_lab.config.schema import check_config, check_fit, check_optimizer
+from unet_lab.data.datamodule import InMemoryDataModule
+from unet_lab.errors import ConfigError
+from unet_lab.runs.checkpoints import AtomicCheckpointIO
+from unet_lab.training.callbacks import (
+    BestMetrics,
+    CheckpointOnInterrupt,
+    ConfigInCheckpoint,
+    LogsFromCheckpoint,
+    RandomStateInCheckpoint,
+)
+from unet_lab.training.module import SegmentationModule
+from unet_lab.training.precision import resolve_precision
+
+
+@dataclass
+class Experiment:
+    """Everything a run is built from."""
+
+    datamodule: InMemoryDataModule
+    module: SegmentationModule
+    trainer: pl.Trainer
+    best_metrics: BestMetrics
+    config: dict[str, Any]  # the resolved config, as logged and stored in checkpoints
+
+
+def build(cfg: DictConfig) -> Experiment:
+    """Instantiates data, model, module, callbacks, loggers and trainer from ``cfg``.
+
+    Raises :class:`InputError` naming the key or file for bad values or data, before anything
+    is trained.
+    """
+    check_config(cfg)
+    datamodule = build_datamodule(cfg, augment=True)
+    if "seed" in cfg.data and cfg.data.seed is None:
+        # Unseeded: the data module drew its seed. The resolved config carries it to the other
+        # DDP ranks (built from it) and into checkpoints, so that they make the same data.
+        cfg.data.seed = datamodule.seed
+    loss = instantiate(cfg.loss, "loss")
+    net = build_network(cfg.model, datamodule, loss)
+    scheduler_cfg = optional(cfg.get("scheduler"))
+    optimizer = instantiate(cfg.optimizer, "optimizer")
+    scheduler = instantiate(scheduler_cfg, "scheduler") if scheduler_cfg else None
+    check_optimizer(cfg, optimizer, scheduler)
+    module = instantiate(
+        cfg.module,
+        "module",
+        net=net,
+        loss=loss,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        class_names=datamodule.class_names,
+    )
+    check_fit(
+        cfg,
+        datamodule.train_input_size,
+        datamodule.train_input_size_key,
+        net,
+        module.epoch_metric_names(),
+        datamodule.spatial_dims,
+    )
+    best_metrics = BestMetrics(cfg.optimized_metric, cfg.optimized_mode)
+    resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    named = instantiate_named(cfg.get("callbacks"), "callbacks")
+    if not cfg.trainer.get("enable_progress_bar", True):  # no progress display at all
+        named = [c for c in named if not isinstance(c, ProgressBar)]
+    callbacks = [
+        *named,
+        best_metrics,
+        ConfigInCheckpoint(resolved),
+        CheckpointOnInterrupt(),
+        RandomStateInCheckpoint(),
+        LogsFromCheckpoint(),
+    ]
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
+    trainer = instantiate(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=instantiate_named(cfg.get("logger"), "logger") or False,
+        precision=precision,
+        plugins=[AtomicCheckpointIO()],  # no half-written checkpoint after a kill
+    )
+    return Experiment(datamodule, module, trainer, best_metrics, resolved)
+
+
+def build_network(model_cfg: DictConfig, datamodule: InMemoryDataModule, loss: Any) -> nn.Module:
+    """The network of ``model_cfg`` for this data: the data decides the input channels and the
+    classes (the model config does not repeat them); a single-output loss (binary
+    cross-entropy) makes a single-output network."""
+    num_classes = len(datamodule.class_names)
+    out_channels = getattr(loss, "out_channels", num_classes)
+    if out_channels == 1 and num_classes != 2:
+        raise ConfigError(f"loss=bce is for binary data, but the data has {num_classes} classes")
+    return instantiate(
+        model_cfg, "model", in_channels=datamodule.in_channels, num_classes=out_channels
+    )
+
+
+def build_datamodule(cfg: DictConfig, augment: bool = False) -> InMemoryDataModule:
+    """The data module of a composed training config, its data read and checked. With
+    ``augment``, with the config's train and eval pipelines (seeded with ``cfg.seed``), as
+    training uses it; without, as commands that only look at the data use it."""
+    if not augment:
+        return instantiate(cfg.data, "data")
+    transforms = {
+        f"{split}_transform": instantiate(
+            cfg.augmentation[split], f"augmentation.{split}", seed=cfg.get("seed")
+        )
+        for split in ("train", "eval")
+    }
+    return instantiate(cfg.data, "data", **transforms)
