@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 # Where torch comes from. Empty: pip's default index (on this project's CPU machines a local CPU
-# wheel). GPU machines: TORCH_INDEX=https://download.pytorch.org/whl/cu128 (see README).
+# wheel). GPU machines: TORCH_INDEX=https://download.pytorch.org/whl/cu128 (see docs/installing.md).
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 

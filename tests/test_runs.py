@@ -93,3 +93,7 @@ def test_runs_started_at_the_same_moment_get_their_own_folders(tmp_path: Path) -
     assert folder_a.is_dir() and not folder_b.exists()
     release_if_unused(sweep_folder)  # and with it the empty multirun/<date>/ and multirun/
     assert not (tmp_path / "multirun").exists()
+    folder_a.joinpath("train.log").unlink()
+    folder_a.rmdir()  # a run whose config failed: discard_unstarted removed its folder
+    release_if_unused(folder_a)  # its empty runs/<date>/ and runs/ go too
+    assert not (tmp_path / "runs").exists()

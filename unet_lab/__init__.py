@@ -13,7 +13,7 @@ from unet_lab.metrics import SegmentationScores
 from unet_lab.models import UNet
 from unet_lab.training import SegmentationModule, fit, train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CrossEntropyLoss",

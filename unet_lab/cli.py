@@ -79,3 +79,7 @@ def main() -> None:
         raise SystemExit(2)
     module = importlib.import_module(f"unet_lab.commands.{COMMANDS[name].module}")
     module.main(args)
+
+
+if __name__ == "__main__":  # python -m unet_lab.cli
+    main()

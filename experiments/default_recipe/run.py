@@ -110,7 +110,7 @@ def main() -> None:
         f"**{medians['wall_s']}** |",
         "",
         "Wall time is the whole command (start-up, data generation, training, validation, test).",
-        "Epochs count from 0; Dice is the mean over the foreground classes (see README).",
+        "Epochs count from 0; Dice is the mean over the foreground classes (docs/configs.md).",
     ]
     table = "\n".join(lines) + "\n"
     print(table)

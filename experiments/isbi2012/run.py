@@ -164,7 +164,7 @@ def main() -> None:
         "Mean ± standard deviation over the folds; each fold scores its 6 held-out slices,",
         "predicted whole (512×512). Dice/IoU of the membrane class at argmax; pixel and Rand",
         "error as the ISBI 2012 challenge scored them (best over thresholds 0.0-0.9, Rand error",
-        "foreground-restricted; `unet_lab/region_scores.py`). TTA: the mean over the 8",
+        "foreground-restricted; `unet_lab/metrics/regions.py`). TTA: the mean over the 8",
         "flips/rotations.",
         "",
         header,

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import sys
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +35,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from unet_lab.arguments import InvalidArgumentError
-from unet_lab.errors import ConfigError, InputError, config_error
+from unet_lab.errors import ConfigError, InputError, config_error, first_line
 
 # Keys whose value our own code resolves before the target sees it (value: what it accepts).
 OWN_VALUES: dict[str, tuple[Any, ...]] = {"trainer.precision": ("auto",)}
@@ -103,12 +105,33 @@ def _join(key: str, name: str) -> str:
     return f"{key}.{name}" if key else name
 
 
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Within the block, ``logger`` logs nothing (our one-line error says it)."""
+    named = logging.getLogger(logger)
+    disabled = named.disabled
+    named.disabled = True
+    try:
+        yield
+    finally:
+        named.disabled = disabled
+
+
 def _check_node(node: DictConfig, key: str) -> None:
     target = node._target_
     try:
-        built = get_object(target)
+        with _quiet("hydra.utils"):  # it logs the failure too, in three lines
+            built = get_object(target)
     except Exception as exc:
-        raise ConfigError(f"{key}._target_={target!r} cannot be imported: {exc}") from exc
+        cause = exc.__cause__ or exc.__context__ or exc  # Hydra wraps the ImportError
+        moved = (
+            " (0.2 moved unet-lab's modules: docs/changes.md)"
+            if target.startswith("unet_lab.")
+            else ""
+        )
+        raise ConfigError(
+            f"{key}._target_={target!r} cannot be imported: {first_line(cause)}{moved}"
+        ) from exc
     parameters = _parameters(built)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     for name in node:

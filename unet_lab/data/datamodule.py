@@ -32,10 +32,12 @@ class InMemoryDataModule(pl.LightningDataModule):
     samples (usually nothing, so evaluation sees the data as it is). ``normalization``,
     ``mean`` and ``std`` configure the :class:`Normalizer`; ``dataset`` statistics come from the
     training split, computed once. ``num_workers="auto"``: see :func:`auto_workers`. Subclasses
-    set ``in_channels``.
+    set ``in_channels`` and ``seed``.
     """
 
     in_channels: int
+    # The seed that made or split the data (drawn once when the config gives none).
+    seed: int
     # Images are 2D (H, W): the network's model.spatial_dims must match.
     spatial_dims = 2
     # Side of the square training inputs (None: it varies), and the key that sets it.

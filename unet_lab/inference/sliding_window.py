@@ -97,7 +97,7 @@ class SlidingWindowPredictor:
         # image would (with unpadded networks overlap-tile is then exact).
         align = int(getattr(net, "size_multiple", 1))
         # Output tile per axis: a padded network takes smaller images whole (no padding).
-        outs = tuple(
+        out_tile = tuple(
             self.tile_size - 2 * margin
             if margin
             else min(self.tile_size, -(-side // align) * align)
@@ -105,30 +105,35 @@ class SlidingWindowPredictor:
         )
         # Room for whole tiles on the grid along each axis, and context for the borders.
         extra = [
-            max(0, o - side) + -max(0, side - o) % align
-            for o, side in zip(outs, sides, strict=True)
+            max(0, out - side) + -max(0, side - out) % align
+            for out, side in zip(out_tile, sides, strict=True)
         ]
         padded = mirror_pad(image[None], [margin, margin + extra[1], margin, margin + extra[0]])
         starts = [
-            tile_starts(side + e, o, max(align, round(o * (1 - self.overlap)) // align * align))
-            for side, e, o in zip(sides, extra, outs, strict=True)
+            tile_starts(
+                side + room, out, max(align, round(out * (1 - self.overlap)) // align * align)
+            )
+            for side, room, out in zip(sides, extra, out_tile, strict=True)
         ]
         dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-        weight = (gaussian_weights(outs) if self.blending == "gaussian" else torch.ones(outs)).to(
-            device, dtype
-        )
+        weight = (
+            gaussian_weights(out_tile) if self.blending == "gaussian" else torch.ones(out_tile)
+        ).to(device, dtype)
         total: torch.Tensor | None = None
         weights = torch.zeros(sides[0] + extra[0], sides[1] + extra[1], device=device, dtype=dtype)
-        (oh, ow), (th, tw) = outs, (outs[0] + 2 * margin, outs[1] + 2 * margin)
-        positions = [(r, c) for r in starts[0] for c in starts[1]]
+        out_height, out_width = out_tile
+        in_height, in_width = out_height + 2 * margin, out_width + 2 * margin
+        positions = [(row, col) for row in starts[0] for col in starts[1]]
         for batch in self._batches(positions):
-            tiles = torch.cat([padded[..., r : r + th, c : c + tw] for r, c in batch]).to(device)
+            tiles = torch.cat(
+                [padded[..., row : row + in_height, col : col + in_width] for row, col in batch]
+            ).to(device)
             probs = probabilities(net, tiles, self.tta)
             if total is None:
                 total = torch.zeros(probs.shape[1], *weights.shape, device=device, dtype=dtype)
-            for (r, c), tile_probs in zip(batch, probs, strict=True):
-                total[:, r : r + oh, c : c + ow] += tile_probs * weight
-                weights[r : r + oh, c : c + ow] += weight
+            for (row, col), tile_probs in zip(batch, probs, strict=True):
+                total[:, row : row + out_height, col : col + out_width] += tile_probs * weight
+                weights[row : row + out_height, col : col + out_width] += weight
         assert total is not None
         return (total / weights)[:, : sides[0], : sides[1]].cpu()
 

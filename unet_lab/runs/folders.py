@@ -75,13 +75,15 @@ def claimed_folder_arguments(
 
 
 def release_if_unused(folder: Path | None) -> None:
-    """Removes a claimed folder that stayed empty (the command failed before the run began),
-    and its date and ``runs`` folders if that leaves them empty."""
-    if folder is None or not folder.is_dir() or any(folder.iterdir()):
+    """Removes a claimed folder that stayed empty or was discarded (the command failed before
+    the run began), and its date and ``runs`` folders if that leaves them empty."""
+    if folder is None or (folder.is_dir() and any(folder.iterdir())):
         return
     for empty in (folder, folder.parent, folder.parent.parent):
         try:
             empty.rmdir()
+        except FileNotFoundError:  # discarded already (discard_unstarted)
+            continue
         except OSError:  # not empty: another run's folder is there
             return
 

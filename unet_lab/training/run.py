@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 import time
 import warnings
@@ -31,7 +30,7 @@ from unet_lab.errors import InputError, RunFault, storage_fault
 from unet_lab.inference.trained import load_trained
 from unet_lab.pictures import write_prediction_picture
 from unet_lab.runs.folders import CHECKPOINT_DIR, discard_unstarted
-from unet_lab.runs.summary import SUMMARY_FILE, write_run_summary
+from unet_lab.runs.summary import SUMMARY_FILE, report, write_run_summary
 from unet_lab.training.build import Experiment, build
 from unet_lab.training.launcher import is_rank_zero, local_ranks
 from unet_lab.training.module import SegmentationModule
@@ -184,7 +183,7 @@ def _fit_and_test(experiment: Experiment, cfg: DictConfig) -> Results:
             module,
             datamodule=datamodule,
             ckpt_path=results.best_checkpoint or None,
-            verbose=False,  # _report says what matters, in the run's own lines
+            verbose=False,  # report() says what matters, in the run's own lines
         )
         results.test = _scores(scores[0] if scores else {}, "test")
     return results
@@ -236,7 +235,7 @@ def _record(run_dir: Path, summary: dict[str, Any]) -> None:
         write_run_summary(run_dir, summary)
     except OSError as exc:  # the disk that stopped the run may refuse this too
         log.error("could not write %s: %s", run_dir / SUMMARY_FILE, exc)
-    _report(summary, finish_wandb(run_dir))
+    report(summary, finish_wandb(run_dir))
 
 
 def _raise_for(
@@ -363,35 +362,3 @@ def _log_batch_size(trainer: pl.Trainer, batch_size: int) -> None:
             accumulate,
             batch_size * processes * accumulate,
         )
-
-
-def _report(summary: dict[str, Any], offline_runs: list[Path]) -> None:
-    log.info("run %s: %s", summary["status"], summary["run_dir"])
-    metric = summary.get("optimized_metric") or {}
-    if metric.get("value") is not None:
-        log.info(
-            "best %s = %.4f (epoch %s)", metric["name"], metric["value"], summary["best_epoch"]
-        )
-    for stage in ("val", "test"):
-        scores = summary.get(stage) or {}
-        if scores:
-            shown = ", ".join(
-                f"{k}={v:.4f}"
-                for k, v in scores.items()
-                if k in ("loss", "dice", "iou", "acc", "hd95", "asd", "rand_error")
-            )
-            log.info("%s (best checkpoint): %s", stage, shown)
-            per_class = ", ".join(
-                f"{k.removeprefix('dice_')} {v:.4f}"
-                for k, v in scores.items()
-                if k.startswith("dice_") and math.isfinite(v)
-            )
-            if per_class:
-                log.info("%s Dice per class: %s", stage, per_class)
-    if summary.get("predictions"):
-        log.info(
-            "validation images, truth and prediction of the best checkpoint: %s",
-            Path(summary["run_dir"]) / summary["predictions"],
-        )
-    for folder in offline_runs:
-        log.info("W&B run saved offline; upload it with: wandb sync %s", folder)

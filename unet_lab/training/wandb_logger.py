@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from pytorch_lightning.loggers import WandbLogger
 
 from unet_lab.arguments import check_choice, check_float
+from unet_lab.errors import first_line
 from unet_lab.training.launcher import is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class OfflineFallbackWandbLogger(WandbLogger):
         except Exception as exc:
             if self._wandb_init.get("mode") != "online" or self._experiment is not None:
                 raise
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            reason = first_line(exc)[:200]
             log.warning(
                 "W&B: the online run did not start (%s): logging offline instead; upload it "
                 "later with `wandb sync`",
