@@ -2,6 +2,8 @@
 every package (conf/ ships as ``unet_lab.conf``) and its package-data patterns match every YAML
 under conf/, at any depth. A new subpackage or config file that the lists miss fails here."""
 
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -61,3 +63,17 @@ def test_the_wheel_holds_every_module_data_file_and_config(wheel: Path) -> None:
     ]
     assert "unet_lab/conf/hydra/launcher/slurm_ddp.yaml" in expected
     assert sorted(set(expected) - names) == []
+
+
+def test_git_ignores_no_source_file() -> None:
+    """A package folder named like a run folder (``runs/``) once went missing from clean clones:
+    no file of the package, its configs or the tests may match a .gitignore pattern."""
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    roots = (PACKAGE, CONF, REPO / "tests")
+    files = [str(path.relative_to(REPO)) for root in roots for path in _source_files(root)]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(files), cwd=REPO, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    assert ignored == []
