@@ -4,6 +4,7 @@ damaged checkpoint files, stops by signal, W&B that cannot start online."""
 from __future__ import annotations
 
 import csv
+import datetime
 import errno
 import http.server
 import json
@@ -23,7 +24,7 @@ import torch
 from conftest import FAST, REPO, TINY_DATA, compose_config, run_cli
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from unet_lab.errors import RunFault, one_line
+from unet_lab.errors import InputError, RunFault, one_line
 from unet_lab.runs.checkpoints import AtomicCheckpointIO, CheckpointWriteError, save_atomically
 from unet_lab.training import train
 
@@ -387,3 +388,17 @@ def test_a_kill_at_an_epoch_end_leaves_the_log_as_an_unbroken_runs(
                  r["train/dice"], r["val/dice"]) for r in rows]  # fmt: skip
 
     assert training_log("killed") == training_log("unbroken")
+
+
+def test_resuming_reads_checkpoints_with_the_same_named_errors(tmp_path: Path) -> None:
+    """Lightning's resume reads through AtomicCheckpointIO: a missing, damaged or code-holding
+    checkpoint gives the same one-line errors as eval and predict."""
+    io = AtomicCheckpointIO()
+    with pytest.raises(InputError, match=r"checkpoint not found: .*none\.ckpt"):
+        io.load_checkpoint(tmp_path / "none.ckpt")
+    (tmp_path / "damaged.ckpt").write_bytes(b"\x80\x02 not a checkpoint")
+    with pytest.raises(InputError, match=r"damaged.ckpt: not a readable checkpoint \(truncated"):
+        io.load_checkpoint(tmp_path / "damaged.ckpt")
+    torch.save({"made": datetime.datetime(2026, 1, 1)}, tmp_path / "code.ckpt")  # a global
+    with pytest.raises(InputError, match=r"code\.ckpt: refused: .* could run code"):
+        io.load_checkpoint(tmp_path / "code.ckpt", weights_only=True)

@@ -12,25 +12,22 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from unet_lab.config.compose import compose_config
-from unet_lab.errors import InputError, input_errors_exit
-from unet_lab.inference.export import CHECK_SIZES, FORMATS, export, sidecar_path
+from unet_lab.errors import input_errors_exit
+from unet_lab.inference.export import CHECK_SIZES, export, model_suffix, sidecar_path
 from unet_lab.inference.trained import load_trained
 from unet_lab.runs.folders import run_dir_of_checkpoint
 
 
 def run(cfg: DictConfig) -> Path:
     """Exports ``cfg.ckpt_path`` as ``cfg`` says; returns the model file written."""
-    if cfg.format not in FORMATS:
-        raise InputError(
-            f"format={cfg.format!r} is not valid: expected one of {', '.join(FORMATS)}"
-        )
+    suffix = model_suffix(cfg.format)
     checkpoint = Path(cfg.ckpt_path)
     trained = load_trained(checkpoint)
     if cfg.output:
         path = Path(cfg.output)
     else:  # export/ in the checkpoint's run folder, or beside a checkpoint kept elsewhere
         folder = run_dir_of_checkpoint(checkpoint) or checkpoint.resolve().parent
-        path = folder / "export" / f"{checkpoint.stem}{FORMATS[cfg.format]}"
+        path = folder / "export" / f"{checkpoint.stem}{suffix}"
     difference = export(
         trained,
         path,

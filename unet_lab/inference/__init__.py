@@ -2,6 +2,17 @@
 whole images or a sliding window, with test-time augmentation, at each image's own size."""
 
 from unet_lab.inference.sliding_window import SlidingWindowPredictor
-from unet_lab.inference.trained import TrainedNetwork, load_trained, probabilities
+from unet_lab.inference.trained import (
+    TrainedNetwork,
+    class_probabilities,
+    load_trained,
+    probabilities,
+)
 
-__all__ = ["SlidingWindowPredictor", "TrainedNetwork", "load_trained", "probabilities"]
+__all__ = [
+    "SlidingWindowPredictor",
+    "TrainedNetwork",
+    "class_probabilities",
+    "load_trained",
+    "probabilities",
+]

@@ -34,6 +34,14 @@ def _onnx_runtime() -> Any:
     return onnxruntime
 
 
+def model_suffix(format: str) -> str:
+    """The file suffix of an export ``format`` (``onnx`` or ``torchscript``); another format
+    raises :class:`InputError` naming the key."""
+    if format not in FORMATS:
+        raise InputError(f"format={format!r} is not valid: expected one of {', '.join(FORMATS)}")
+    return FORMATS[format]
+
+
 def sidecar_path(model: Path) -> Path:
     return model.with_suffix(".json")
 
@@ -224,8 +232,7 @@ def export(
     Returns:
         The largest absolute difference of the logits against PyTorch on :data:`CHECK_SIZES`.
     """
-    if format not in FORMATS:
-        raise InputError(f"format={format!r} is not valid: expected one of {', '.join(FORMATS)}")
+    model_suffix(format)
     if format == "onnx":
         difference = export_onnx(trained, path, opset)
     else:

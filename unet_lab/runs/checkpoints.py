@@ -100,9 +100,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The content of a unet-lab checkpoint, on the CPU, loading tensors and plain values only
     (no pickled code). Raises :class:`InputError` naming the file when it is missing, damaged,
     refused, or not written by unet-lab (no :data:`DATA_KEY`)."""
-    state = named_load_errors(
-        path, lambda: torch.load(path, map_location="cpu", weights_only=True)
-    )
+    state = named_load_errors(path, lambda: torch.load(path, map_location="cpu", weights_only=True))
     if not isinstance(state, dict) or DATA_KEY not in state:
         raise InputError(f"{path}: not a unet-lab checkpoint (no {DATA_KEY})")
     return state

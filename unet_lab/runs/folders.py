@@ -12,6 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 CHECKPOINT_DIR = "checkpoints"
 HYDRA_DIR = ".hydra"
+# Which files went into which split (folder data): written by the run on rank 0.
+SPLIT_FILE = "split.json"
 MULTIRUN_FLAGS = ("-m", "--multirun")
 # What Hydra and the logging set-up write into a run folder before training starts.
 _START_FILES = {HYDRA_DIR, "train.log"}
@@ -92,4 +94,3 @@ def discard_unstarted(run_dir: Path) -> None:
     """Removes a run folder that holds only what was written before training could start."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _START_FILES:
         shutil.rmtree(run_dir)
-

@@ -94,6 +94,7 @@ def fit(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> 
 
     Raises:
         InputError: a config key or data file is wrong (the message names it), before training.
+        RunFault: the storage stopped the run (a full disk); the message says what is kept.
         ValueError: ``overrides`` ask for a sweep (``-m``); run sweeps with ``unet-lab train -m``.
     """
     args = [str(o) for o in overrides]

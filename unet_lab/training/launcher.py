@@ -4,9 +4,9 @@ Lightning's own launcher starts ranks 1..N-1 by re-running the script with its c
 under ``-m`` each of them would start a sweep of its own (Lightning issue #11300), and lazy
 ``${now:...}`` folders would differ per process. Instead, rank 0 of a job starts the other
 local ranks itself (the rank entry point it is given, in a new Python process) with the
-XX
-``WORLD_SIZE``/``NODE_RANK``/``LOCAL_RANK`` variables, like torchrun does; Lightning then sees
-processes created externally and only connects them.
+job's *resolved* config (one run folder, fixed once) and the usual ``MASTER_ADDR``,
+``MASTER_PORT``, ``WORLD_SIZE``, ``NODE_RANK`` and ``LOCAL_RANK`` variables, like torchrun
+does; Lightning then sees processes created externally and only connects them.
 
 Where a scheduler already starts one process per device (SLURM tasks, torchrun), nothing is
 started here: Lightning's cluster environment reads their ranks.
@@ -92,6 +92,8 @@ def local_ranks(
         "NODE_RANK": "0",
     }
     saved = {name: os.environ.get(name) for name in _RANK_VARIABLES}
+    if entry.__module__ == "__main__" or "." in entry.__qualname__:
+        raise ValueError(f"{entry.__qualname__}: a rank entry point must be a module's function")
     target = f"{entry.__module__}:{entry.__qualname__}"
     with tempfile.TemporaryDirectory(prefix="unet_lab_ranks_") as folder:
         config_file = Path(folder) / "config.yaml"

@@ -20,16 +20,16 @@ from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from unet_lab.data.datamodule import InMemoryDataModule
-from unet_lab.errors import InputError, RunFault, storage_fault
+from unet_lab.errors import InputError, RunFault, first_line, storage_fault
 from unet_lab.inference.trained import load_trained
 from unet_lab.pictures import write_prediction_picture
-from unet_lab.runs.folders import CHECKPOINT_DIR, discard_unstarted
+from unet_lab.runs.folders import CHECKPOINT_DIR, SPLIT_FILE, discard_unstarted
 from unet_lab.runs.summary import SUMMARY_FILE, report, write_run_summary
 from unet_lab.training.build import Experiment, build
 from unet_lab.training.launcher import is_rank_zero, local_ranks
@@ -39,8 +39,6 @@ from unet_lab.training.wandb_logger import finish_wandb
 log = logging.getLogger("unet_lab")
 # Validation images shown in predictions.png.
 PICTURE_IMAGES = 4
-# The split of folder data, written into the run folder.
-SPLIT_FILE = "split.json"
 # Third-party warnings that say nothing about the user's run (Lightning 2.6 with torch 2.13).
 _KNOWN_HARMLESS_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
@@ -66,7 +64,7 @@ class Outcome:
 
     status: str
     error: str | None = None
-    signal: int | None = None  # the signal that stopped an interrupted run
+    signum: int | None = None  # the signal that stopped an interrupted run
 
     @classmethod
     def of(cls, trainer: pl.Trainer, exc: BaseException | None) -> Outcome:
@@ -90,7 +88,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         The run summary, also written to ``metrics.json`` (rank 0).
 
     Raises:
-        InputError: a config key or data file is wrong (named), before anything is trained.
+        InputError: a config key or data file is wrong (named, before anything is trained), or
+            the checkpoint to resume from is damaged (named).
         RunFault: the storage stopped the run (full disk); the message says what is kept.
         SystemExit: 130 or 143 after Ctrl-C or SIGTERM (``last.ckpt`` holds the state reached).
     """
@@ -106,6 +105,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = experiment.trainer
     results, failure = Results(), None
     try:
+        if is_rank_zero():  # every rank has the same split (same seed)
+            _write_split(run_dir, experiment.datamodule)
         with local_ranks(trainer, experiment.config, run_rank):
             results = _fit_and_test(experiment, cfg)
         if trainer.is_global_zero and results.best_checkpoint and not trainer.interrupted:
@@ -116,6 +117,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             _update_wandb_summary(experiment)
     except BaseException as exc:
         failure = exc
+        if isinstance(exc, Exception) and storage_fault(exc) is None:
+            log.exception("run failed: %s", run_dir)  # into train.log too, also for sweep jobs
     outcome = Outcome.of(trainer, failure)
     summary = run_summary(experiment, cfg, run_dir, results, outcome)
     summary["duration_s"] = round(time.perf_counter() - started, 1)
@@ -129,8 +132,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def run_rank(config_file: str) -> None:
     """A local DDP rank > 0: trains the resolved config it was given (rank 0 logs and writes).
     :func:`~unet_lab.training.launcher.local_ranks` starts it in a new process."""
-    from omegaconf import OmegaConf
-
     logging.basicConfig(level=logging.WARNING)
     train(OmegaConf.load(config_file))  # type: ignore[arg-type]
 
@@ -147,11 +148,9 @@ def _build(cfg: DictConfig, run_dir: Path) -> Experiment:
 
 
 def _announce(experiment: Experiment, cfg: DictConfig, run_dir: Path) -> None:
-    """The run's first lines, its hyperparameters to every logger, and ``split.json``."""
+    """The run's first lines, and its hyperparameters to every logger."""
     trainer, net = experiment.trainer, experiment.module.net
     log.info("run folder: %s", run_dir)
-    if is_rank_zero():  # every rank has the same split (same seed)
-        _write_split(run_dir, experiment.datamodule)
     if cfg.get("ckpt_path") is not None:
         log.info("continuing from the checkpoint %s", cfg.ckpt_path)
     log.info(
@@ -198,7 +197,7 @@ def run_summary(
     if outcome.error is not None:
         summary["error"] = outcome.error
     summary.update(epochs_completed=trainer.current_epoch, global_step=trainer.global_step)
-    if outcome.status == "failed" or outcome.signal is not None:
+    if outcome.status == "failed" or outcome.signum is not None:
         return summary
     if results.native_val:  # data.scale < 1: the best checkpoint's scores at the images' size
         summary.update(
@@ -215,7 +214,7 @@ def run_summary(
             ),
         },
         best_epoch=best.best_epoch,
-        best_checkpoint=str(Path(best_path).relative_to(run_dir)) if best_path else None,
+        best_checkpoint=_within(run_dir, best_path) if best_path else None,
         val=_scores(results.native_val or best.best, "val"),
         test=results.test,
         model={
@@ -224,9 +223,15 @@ def run_summary(
         },
         precision=str(trainer.precision),
         processes=trainer.world_size,
-        predictions=str(results.picture.relative_to(run_dir)) if results.picture else None,
+        predictions=_within(run_dir, results.picture) if results.picture else None,
     )
     return summary
+
+
+def _within(run_dir: Path, path: str | Path) -> str:
+    """``path`` relative to the run folder when it lies inside it, else as it is."""
+    path = Path(path)
+    return str(path.relative_to(run_dir) if path.is_relative_to(run_dir) else path)
 
 
 def _record(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -243,24 +248,29 @@ def _raise_for(
 ) -> NoReturn:
     """Raises what a run that did not complete ends with: an exit code for a stop by signal,
     a :class:`RunFault` naming the file for a storage fault, else the original error."""
-    if outcome.signal is not None:
-        raise SystemExit(128 + outcome.signal) from failure
+    if outcome.signum is not None:
+        raise SystemExit(128 + outcome.signum) from failure
     fault = storage_fault(failure)
     if fault is not None:
         raise RunFault(_storage_message(failure, fault, run_dir, trainer)) from failure
-    if isinstance(failure, Exception):
-        log.exception("run failed: %s", run_dir, exc_info=failure)  # into train.log too
     raise failure
 
 
 def _update_wandb_summary(experiment: Experiment) -> None:
-    """The best epoch and its scores into the W&B run's summary (rank 0's run)."""
+    """The best epoch and its scores into the W&B run's summary (rank 0's run); a W&B that
+    refuses is reported, and the run stays completed."""
     best = experiment.best_metrics
     for logger in experiment.trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(
-                {"best_epoch": best.best_epoch, **{f"best/{k}": v for k, v in best.best.items()}}
-            )
+            try:
+                logger.experiment.summary.update(
+                    {
+                        "best_epoch": best.best_epoch,
+                        **{f"best/{k}": v for k, v in best.best.items()},
+                    }
+                )
+            except Exception as exc:
+                log.warning("W&B: could not write the run's summary: %s", first_line(exc))
 
 
 def _write_split(run_dir: Path, datamodule: InMemoryDataModule) -> None:
@@ -327,7 +337,7 @@ def _storage_message(exc: BaseException, fault: OSError, run_dir: Path, trainer:
     what = str(exc) if isinstance(exc, RunFault) else f"{fault.filename or run_dir}: {reason}"
     return (
         f"{what}; training stopped in epoch {trainer.current_epoch}; {kept}. Free space and "
-        "run the same command to continue."
+        "start the same run again to continue it."
     )
 
 
