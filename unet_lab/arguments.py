@@ -21,6 +21,7 @@ class InvalidArgumentError(ValueError):
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices``, else :class:`InvalidArgumentError` naming ``name``."""
     choices = tuple(choices)
     if value not in choices:
         raise InvalidArgumentError(name, value, "one of " + ", ".join(choices))
@@ -28,6 +29,7 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
 
 
 def check_int(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """``value`` if it is an integer (not a bool) in ``low..high`` (bounds included, None: open)."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if not is_int or (low is not None and value < low) or (high is not None and value > high):
         raise InvalidArgumentError(name, value, _range_text("an integer", low, high))
@@ -37,6 +39,7 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
 def check_float(
     name: str, value: Any, low: float | None = None, high: float | None = None
 ) -> float:
+    """``value`` as a float if it is a number (not a bool) in ``low..high`` (bounds included)."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not is_number or (low is not None and value < low) or (high is not None and value > high):
         raise InvalidArgumentError(name, value, _range_text("a number", low, high))

@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 
 class Command(NamedTuple):
+    """A ``unet-lab`` command: the module that runs it and its lines in the usage text."""
+
     module: str  # in unet_lab.commands, with a main(args) function
     help: str
 
@@ -31,7 +33,7 @@ COMMANDS = {
     ),
     "export": Command(
         "export",
-        "the network of a checkpoint as ONNX, with a JSON sidecar;\n"
+        "the network of a checkpoint as ONNX (or TorchScript), with a JSON sidecar;\n"
         "e.g. unet-lab export ckpt_path=runs/.../checkpoints/best.ckpt",
     ),
     "compare": Command(
@@ -58,6 +60,7 @@ COMMANDS = {
 
 
 def usage() -> str:
+    """The usage text: every command with its help lines."""
     lines = ["usage: unet-lab COMMAND [hydra overrides]", "", "commands:"]
     for name, command in COMMANDS.items():
         first, *rest = command.help.splitlines()
@@ -67,6 +70,7 @@ def usage() -> str:
 
 
 def main() -> None:
+    """``unet-lab COMMAND [arguments]``: runs the command's ``main`` on the arguments."""
     if len(sys.argv) < 2:
         print(usage(), file=sys.stderr)
         raise SystemExit(2)

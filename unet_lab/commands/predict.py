@@ -60,6 +60,7 @@ def load_network(path: str) -> TrainedNetwork:
 
 
 def run(cfg: DictConfig) -> list[Path]:
+    """Predicts every input ``cfg`` names and writes the masks; returns the files written."""
     trained = load_network(str(cfg.ckpt_path))
     device = pick_device(cfg.device)
     trained.net.to(device)

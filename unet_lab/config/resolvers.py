@@ -107,6 +107,7 @@ def slurm_tasks_per_node(gpus_per_node: Any, devices: Any) -> int:
 
 
 def register_resolvers() -> None:
+    """Registers the ``${unet_lab.*:}`` resolvers with OmegaConf (replacing earlier ones)."""
     OmegaConf.register_new_resolver("unet_lab.short_name", short_name, replace=True)
     OmegaConf.register_new_resolver("unet_lab.run_name", _run_name, replace=True)
     OmegaConf.register_new_resolver("unet_lab.sweep_group", _sweep_group, replace=True)

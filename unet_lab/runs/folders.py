@@ -27,6 +27,7 @@ def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
 
 
 def override_key(override: str) -> str:
+    """The key of a Hydra override (``+model.depth=3`` -> ``model.depth``)."""
     return OverridesParser.create().parse_override(override).get_key_element().lstrip("+~")
 
 
@@ -38,6 +39,7 @@ def quoted(value: str) -> str:
 
 
 def unquote(value: str) -> str:
+    """``value`` without the quotes :func:`quoted` put around it."""
     return value[1:-1] if len(value) > 1 and value[0] == value[-1] in ("'", '"') else value
 
 

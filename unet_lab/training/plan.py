@@ -72,6 +72,8 @@ def training_compute(
 
 @dataclass
 class Plan:
+    """What :func:`make_plan` found; :meth:`table` is what ``unet-lab plan`` prints."""
+
     model: str
     input_size: tuple[int, int]
     in_channels: int
@@ -139,6 +141,7 @@ def saved_activation_bytes(
 
 
 def warnings_for(net: nn.Module, size: tuple[int, int]) -> list[str]:
+    """Advice when the deepest level of ``net`` on ``size`` inputs is under MIN_BOTTLENECK."""
     depth = getattr(net, "depth", None)
     if depth is None:
         return []
