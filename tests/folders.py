@@ -38,3 +38,24 @@ def write_dataset(
         cv2.imwrite(str(root / "images" / f"img{i:02d}{image_ext}"), image)
         cv2.imwrite(str(root / "masks" / f"img{i:02d}{mask_ext}"), mask * mask_scale)
     return root
+
+
+def write_volume_dataset(
+    root: Path, count: int = 6, shape: tuple[int, int, int] = (16, 20, 12), num_classes: int = 3
+) -> Path:
+    """``root/imagesTr`` + ``root/labelsTr`` (the Decathlon's layout): NIfTI volumes of boxes
+    of class 1.. on noise, with an anisotropic, flipped affine; returns root."""
+    from unet_lab.data.volumes.io import write_volume
+
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.8, -0.8, 2.0, 1.0])
+    for i in range(count):
+        labels = np.zeros(shape, np.uint8)
+        image = rng.normal(100, 10, shape).astype(np.float32)
+        for label in range(1, num_classes):
+            x, y, z = (int(rng.integers(0, n - 5)) for n in shape)
+            labels[x : x + 5, y : y + 5, z : z + 3] = label
+            image[x : x + 5, y : y + 5, z : z + 3] += 60 * label
+        write_volume(root / "imagesTr" / f"case_{i:03d}.nii.gz", image, affine)
+        write_volume(root / "labelsTr" / f"case_{i:03d}.nii.gz", labels, affine)
+    return root

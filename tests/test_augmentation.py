@@ -15,7 +15,12 @@ from unet_lab.data.dataset import as_unit_float
 from unet_lab.data.shapes import render_shapes
 from unet_lab.data.transforms import CoarseGridElastic
 
-PRESETS = sorted(p.stem for p in (REPO / "conf" / "augmentation").glob("*.yaml"))
+# The 2D presets (the volume_* ones are 3D pipelines: tests/test_volume_augmentation.py).
+PRESETS = sorted(
+    p.stem
+    for p in (REPO / "conf" / "augmentation").glob("*.yaml")
+    if not p.stem.startswith("volume_")
+)
 
 
 def _pipelines(tmp_path: Path, overrides: list[str]):

@@ -318,7 +318,9 @@ def test_bad_data_stops_before_training(tmp_path: Path) -> None:
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: {root / 'images' / 'img02.png'}: image without a mask in {root / 'masks'}"
+        f"error: {root / 'images' / 'img02.png'}: image without a mask in {root / 'masks'} "
+        "(masks named otherwise: data.mask_name, e.g. '{id}_manual1', with data.image_pattern; "
+        "or a list: data.pairs)"
     ]
     assert not list(tmp_path.glob("runs/*/*"))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST, REPO, SMALL_UNET, TINY_DATA, compose_config, run_cli
-from folders import write_dataset
+from folders import write_dataset, write_volume_dataset
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class
 from omegaconf import OmegaConf
@@ -24,6 +24,16 @@ CONF = REPO / "conf"
 # Groups whose options are whole run set-ups rather than swappable parts.
 SKIP_GROUPS = {"hydra", "paths", "debug", "experiment"}
 GPU_TRAINERS = {"gpu", "ddp", "multinode"}
+# Tiny 3D data: generated volumes, or patches of written ones.
+TINY_VOLUMES = [
+    "data.volume_shape=[8,16,16]",
+    "data.patch_size=[8,16,16]",
+    "data.train_size=4",
+    "data.val_size=2",
+    "data.test_size=2",
+    "data.samples_per_epoch=4",
+]
+VOLUME_PATCH = ["data.patch_size=[8,16,16]", "data.samples_per_epoch=4"]
 OPTIONS = sorted(
     (path.parent.name, path.stem)
     for path in CONF.glob("*/*.yaml")
@@ -41,6 +51,12 @@ def test_every_option_builds(group: str, option: str, tmp_path: Path) -> None:
             on_cpu += ["trainer.devices=2", "trainer.sync_batchnorm=false"]
     folder = write_dataset(tmp_path / "data", num_classes=2) if option == "folder" else None
     data = [f"data.root={folder}"] if folder else TINY_DATA
+    if option in ("synthetic3d", "synthetic3d_unet"):
+        data = ["data=synthetic3d", *TINY_VOLUMES]
+    elif option in ("volumes", "volumes_unet"):
+        root = write_volume_dataset(tmp_path / "volumes")
+        data = ["data=volumes", f"data.root={root}", "data.num_classes=3", *VOLUME_PATCH]
+        data.append(f"data.cache_dir={tmp_path / 'cache'}")
     if (group, option) == ("loss", "bce"):
         data = [*data, "data.num_classes=2"]  # a single-output loss needs binary data
     fast = [o for o in FAST if o not in SMALL_UNET] if group == "model" else FAST

@@ -1,6 +1,7 @@
 """The folder data module: layouts, formats, label mappings and splits (bad data:
 test_bad_data.py)."""
 
+import json
 from pathlib import Path
 
 import cv2
@@ -145,3 +146,42 @@ def test_samples_per_epoch_draws_several_patches_per_image(tmp_path: Path) -> No
     assert len(dm.datasets["val"]) == 1  # evaluation still sees each image once
     with pytest.raises(ValueError, match="samples_per_epoch"):
         _dm(root, num_classes=2, samples_per_epoch=0)
+
+
+def test_a_naming_rule_that_names_masks_by_stem_pairs_as_by_default(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, count=5)
+    by_rule = _dm(root, mask_name="{id}", image_pattern=r"(img\d+)").split
+    assert by_rule == _dm(root).split
+    assert by_rule["val"][0][1] == (root / "images" / f"{by_rule['val'][0][0]}.png",)
+
+
+def test_a_list_of_pairs_takes_only_the_listed_files(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, count=6)
+    write_dataset(root / "train", count=3)  # a list replaces the folder layouts
+    rows = [f"images/img{i:02d}.png,masks/img{i:02d}.png" for i in (0, 2, 3, 5)]
+    (root / "pairs.csv").write_text("\n".join(["image,mask", *rows]))
+    dm = _dm(root, pairs="pairs.csv", val_fraction=0.25)
+    assert sorted(s for split in dm.split.values() for s, _, _ in split) == [
+        "img00",
+        "img02",
+        "img03",
+        "img05",
+    ]
+    assert dm.in_channels == 3
+
+
+def test_channel_files_of_different_sizes(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path, count=4, channels=1)
+    training = []
+    for i in range(4):
+        image = root / "images" / f"img{i:02d}.png"
+        extra = np.zeros((40, 40) if i == 2 else (48, 64), np.uint8)
+        cv2.imwrite(str(image.with_name(f"img{i:02d}_0001.png")), extra)
+        image.rename(image.with_name(f"img{i:02d}_0000.png"))
+        training.append({"image": f"images/{image.name}", "label": f"masks/{image.name}"})
+    (root / "dataset.json").write_text(json.dumps({"training": training}))
+    with pytest.raises(DataError) as error:
+        _dm(root, pairs=str(root / "dataset.json"))
+    message = str(error.value)
+    assert message.startswith(f"{root / 'images' / 'img02_0001.png'}: 40x40 uint8, but the first")
+    assert "img02_0000.png is 64x48" in message

@@ -36,6 +36,43 @@ def test_averaging_leaves_a_pointwise_network_unchanged() -> None:
     assert torch.allclose(probabilities(net, image, tta=True), probabilities(net, image), atol=1e-6)
 
 
+VOLUME_FLIPS = [(), (-1,), (-2,), (-3,), (-2, -1), (-3, -1), (-3, -2), (-3, -2, -1)]
+
+
+def _flipped(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    return x.flip(axes) if axes else x
+
+
+def test_volume_averaging_makes_any_network_commute_with_flips_of_each_axis() -> None:
+    """Volumes (5D) average over the eight flip combinations of their three axes."""
+    torch.manual_seed(0)
+    net = nn.Conv3d(1, 3, 3, padding=1)  # not symmetric
+    image = torch.randn(1, 1, 6, 8, 10)  # anisotropic sides: no rotation could apply
+    averaged = probabilities(net, image, tta=True)
+    assert averaged.shape == (1, 3, 6, 8, 10)
+    assert torch.allclose(averaged.sum(dim=1), torch.ones(1, 6, 8, 10))
+    for axes in VOLUME_FLIPS:
+        moved = probabilities(net, _flipped(image, axes), tta=True)
+        assert torch.allclose(moved, _flipped(averaged, axes), atol=1e-6)
+    plain = probabilities(net, image)
+    assert not torch.allclose(probabilities(net, image.flip(-3)), plain.flip(-3), atol=1e-3)
+
+
+def test_volume_averaging_leaves_a_flip_equivariant_network_unchanged() -> None:
+    """A kernel symmetric under every flip (but not under rotations of the last two axes)
+    commutes with flips: averaging gives back its plain prediction, so no rotation is used."""
+    torch.manual_seed(0)
+    net = nn.Conv3d(2, 4, 3, padding=1)
+    with torch.no_grad():
+        flips = [_flipped(net.weight, axes) for axes in VOLUME_FLIPS]
+        net.weight.copy_(torch.stack(flips).sum(0))
+    image = torch.randn(2, 2, 5, 7, 7)  # square in-plane: rotations would apply
+    plain = probabilities(net, image)
+    assert torch.allclose(probabilities(net, image, tta=True), plain, atol=1e-6)
+    rotated = probabilities(net, torch.rot90(image, 1, dims=(-2, -1)))
+    assert not torch.allclose(torch.rot90(rotated, -1, dims=(-2, -1)), plain, atol=1e-3)
+
+
 def test_a_checkpoint_gives_back_the_network_and_its_normalization(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, [*FAST, *TINY_DATA, "data.normalization=dataset"])
     train(cfg)

@@ -11,7 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-from hydra.errors import ConfigCompositionException, HydraException, InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    InstantiationException,
+    OverrideParseException,
+)
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -83,10 +88,20 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def unreadable_override(override: str, exc: BaseException) -> ConfigError:
+    """The error for a command-line override that Hydra's grammar cannot read."""
+    return ConfigError(
+        f"cannot read the override {override!r}: {first_line(exc)} (quote a value with braces "
+        "or other special characters for Hydra: \"key='value'\")"
+    )
+
+
 def one_line(exc: BaseException) -> str | None:
     """A one-line description of a configuration error, or None for other exceptions."""
     if isinstance(exc, InputError | RunFault):
         return str(exc)
+    if isinstance(exc, OverrideParseException):
+        return str(unreadable_override(exc.override, exc))
     wrapped = _wrapped_input_error(exc)
     if wrapped is not None:
         return str(wrapped)

@@ -284,7 +284,7 @@ def _range(low: float | None, high: float | None) -> str:
 
 def check_fit(
     cfg: DictConfig,
-    train_side: int | None,
+    train_side: int | Sequence[int] | None,
     side_key: str,
     net: Any,
     metric_names: Sequence[str],
@@ -296,7 +296,8 @@ def check_fit(
     and the optimized metric is one that training logs.
 
     Args:
-        train_side: side of the square training inputs (None: varies, not checked).
+        train_side: side of the square training inputs, or one side per axis (volume
+            patches); None: varies, not checked.
         side_key: the config key that sets it (``data.patch_size``), for the message.
         net: the network; ``size_multiple`` (the pooling grid) and ``check_size`` (valid-size
             networks) are used when it has them.
@@ -318,20 +319,23 @@ def check_fit(
     multiple = getattr(net, "size_multiple", None)
     if train_side is None or multiple is None:
         return
-    if train_side < multiple:
+    sides = [train_side] if isinstance(train_side, int) else [int(s) for s in train_side]
+    given = train_side if isinstance(train_side, int) else list(sides)
+    if min(sides) < multiple:
         depth = int(multiple).bit_length() - 1  # the pooling grid is 2**depth
-        fits = train_side.bit_length() - 1
+        fits = min(sides).bit_length() - 1
         raise ConfigError(
-            f"model.depth={depth} is too deep for {train_side} px training inputs "
-            f"({side_key}={train_side}): its deepest level needs at least {multiple} px; use "
+            f"model.depth={depth} is too deep for {min(sides)} px training inputs "
+            f"({side_key}={given}): its deepest level needs at least {multiple} px; use "
             f"model.depth<={fits} or larger inputs"
         )
     check_size = getattr(net, "check_size", None)
     if check_size is not None and int(getattr(net, "output_margin", 0)) > 0:
         try:
-            check_size(train_side)
+            for side in sides:
+                check_size(side)
         except InputError as exc:
-            raise ConfigError(f"{side_key}={train_side} does not fit the model: {exc}") from exc
+            raise ConfigError(f"{side_key}={given} does not fit the model: {exc}") from exc
 
 
 def check_optimizer(cfg: DictConfig, optimizer: Any, scheduler: Any | None) -> None:

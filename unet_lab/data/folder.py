@@ -11,10 +11,11 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from unet_lab.arguments import check_float, check_int
+from unet_lab.arguments import InvalidArgumentError, check_float, check_int
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
-from unet_lab.data.files import DataError, list_images, read_image, read_mask
+from unet_lab.data.files import IMAGE_SUFFIXES, DataError, read_image, read_mask
 from unet_lab.data.labels import LabelMapping
+from unet_lab.data.pairing import cases_from_list, find_cases
 from unet_lab.data.scaling import (
     AUTO,
     AUTO_MIN_DEPTH,
@@ -27,39 +28,34 @@ from unet_lab.data.scaling import (
     structure_depth,
     working_size,
 )
+from unet_lab.data.splits import split_pool
 
 log = logging.getLogger(__name__)
-Sample = tuple[str, Path, Path]  # stem, image file, mask file
-
-
-def _pairs(folder: Path) -> list[Sample]:
-    """(stem, image, mask) for ``folder/images`` and ``folder/masks``, matched by file stem."""
-    images_dir, masks_dir = folder / "images", folder / "masks"
-    for needed in (images_dir, masks_dir):
-        if not needed.is_dir():
-            raise DataError(f"{needed}: folder not found (expected images/ and masks/ in {folder})")
-    images, masks = list_images(images_dir), list_images(masks_dir)
-    if not images:
-        raise DataError(f"{images_dir}: no images (png, jpg, tif, bmp)")
-    for stem, path in images.items():
-        if stem not in masks:
-            raise DataError(f"{path}: image without a mask in {masks_dir}")
-    for stem, path in masks.items():
-        if stem not in images:
-            raise DataError(f"{path}: mask without an image in {images_dir}")
-    return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
+Sample = tuple[str, tuple[Path, ...], Path]  # name, image file(s) (channels), mask file
 
 
 class FolderDataModule(InMemoryDataModule):
     """Images and label masks from ``root``, decoded and checked once, held in memory.
 
     Layouts: ``root/images`` + ``root/masks`` (split here), or ``root/{train,val,test}/`` each
-    with ``images/`` + ``masks/`` (a missing ``val``/``test`` is split from ``train``). Image and
-    mask files pair by stem and may have different formats (png, jpg, tif, bmp; 8 or 16 bit;
-    grey, RGB or RGBA).
+    with ``images/`` + ``masks/`` (a missing ``val``/``test`` is split from ``train``), or a
+    list of pairs (``pairs``, split here). Image and mask files pair by stem (or by
+    ``mask_name``) and may have different formats (png, jpg, tif, bmp; 8 or 16 bit; grey, RGB
+    or RGBA). See :mod:`unet_lab.data.pairing`.
 
     Args:
         root: the data folder.
+        mask_name: masks named after their image's id instead of its stem: a name with
+            ``{id}``, e.g. ``{id}_manual1`` for ``21_training.tif`` + ``21_manual1.png``; the
+            mask may have any image suffix.
+        image_pattern: a regular expression the whole image stem must match, whose one group
+            (or group named ``id``) is the id, e.g. ``(\\d+)_training``; default: the id is
+            the stem.
+        pairs: a list of the pairs instead of the folders, relative to ``root`` or absolute: a
+            CSV file with a header line ``image,mask`` (channels in more files: columns
+            ``image1``, ``image2``..) or a Decathlon ``dataset.json`` (its ``training``
+            entries; images split as ``name_0000``.. are found too). Paths in it are relative
+            to ``root``. The pairs are the labelled pool, split like ``root/images``.
         num_classes: classes including background.
         class_names: one per class (default ``class0``.. with ``background`` first).
         mask_values, palette, ignore_index: how stored masks map to classes (``LabelMapping``).
@@ -111,8 +107,19 @@ class FolderDataModule(InMemoryDataModule):
         normalization: str = "image",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        mask_name: str | None = None,
+        image_pattern: str | None = None,
+        pairs: str | None = None,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
+        if pairs is not None and (mask_name is not None or image_pattern is not None):
+            raise InvalidArgumentError(
+                "mask_name" if mask_name is not None else "image_pattern",
+                mask_name if mask_name is not None else image_pattern,
+                "null with pairs (the list pairs the files)",
+            )
+        self.mask_name, self.image_pattern = mask_name, image_pattern
+        self.pairs = None if pairs is None else self.root / Path(pairs).expanduser()
         check_int("num_classes", num_classes, 2)
         names = list(class_names or ["background", *(f"class{i}" for i in range(1, num_classes))])
         if len(names) != num_classes:
@@ -180,36 +187,37 @@ class FolderDataModule(InMemoryDataModule):
         self, val_fraction: float, test_fraction: float, folds: int | None, fold: int, seed: int
     ) -> dict[str, list[Sample]]:
         folders = [s for s in SPLITS if (self.root / s / "images").is_dir()]
+        if self.pairs is not None:  # a list replaces the folder layouts
+            folders = []
         for name in [s for s in folders if s != "train" and not (self.root / s / "masks").is_dir()]:
             log.warning("%s has no masks/ folder (unlabelled): not used", self.root / name)
             folders.remove(name)
-        given = {s: _pairs(self.root / s) for s in folders}
+        given = {s: self._pairs(self.root / s) for s in folders}
         if given and "train" not in given:
             raise DataError(f"{self.root / 'train'}: folder not found next to {sorted(given)}")
-        pool = given.pop("train") if given else _pairs(self.root)
-        order = np.random.default_rng(seed).permutation(len(pool))
-        pool = [pool[i] for i in order]
-        split = dict(given)
-        if "test" not in split and test_fraction > 0:
-            count = max(1, round(test_fraction * len(pool)))
-            split["test"], pool = pool[:count], pool[count:]
-        if "val" not in split:
-            if folds is not None:
-                split["val"] = pool[fold::folds]
-                pool = [s for i, s in enumerate(pool) if i % folds != fold]
-            else:
-                count = max(1, round(val_fraction * len(pool)))
-                split["val"], pool = pool[:count], pool[count:]
-        split["train"] = pool
-        for name in ("train", "val"):
-            if not split[name]:
-                raise DataError(f"{self.root}: no images left for the {name} split")
-        return {name: sorted(split[name]) for name in SPLITS if name in split}
+        pool = given.pop("train") if given else self._pairs(self.root)
+        return split_pool(pool, given, val_fraction, test_fraction, folds, fold, seed, self.root)
+
+    def _pairs(self, folder: Path) -> list[Sample]:
+        """(name, image files, mask) of ``folder/images`` + ``folder/masks``, or of ``pairs``."""
+        if self.pairs is None:
+            cases = find_cases(
+                folder, "images", "masks", IMAGE_SUFFIXES, self.mask_name, self.image_pattern
+            )
+        else:
+            cases = cases_from_list(self.root, self.pairs, IMAGE_SUFFIXES)
+        samples = []
+        for case in cases:
+            if case.label is None:
+                raise DataError(f"{case.images[0]}: listed without a mask in {self.pairs}")
+            samples.append((case.name, case.images, case.label))
+        return samples
 
     def _load(self, samples: list[Sample]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         images, masks = [], []
-        for _, image_path, mask_path in samples:
-            image, mask = read_image(image_path), read_mask(mask_path)
+        for _, image_paths, mask_path in samples:
+            image_path = image_paths[0]
+            image, mask = _read_channels(image_paths), read_mask(mask_path)
             if image.shape[:2] != mask.shape[:2]:
                 raise DataError(
                     f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
@@ -253,7 +261,7 @@ class FolderDataModule(InMemoryDataModule):
         """The channel count all images share (the first image sets it)."""
         reference: tuple[Path, int] | None = None
         for split, samples in self.split.items():
-            for (_, path, _), image in zip(samples, self.arrays[split][0], strict=True):
+            for (_, (path, *_), _), image in zip(samples, self.arrays[split][0], strict=True):
                 if reference is None:
                     reference = (path, image.shape[2])
                 elif image.shape[2] != reference[1]:
@@ -291,3 +299,16 @@ class FolderDataModule(InMemoryDataModule):
     def eval_batch_size(self) -> int:
         """Whole images of different sizes do not stack into one batch."""
         return 1 if self.sizes_vary else self.batch_size
+
+
+def _read_channels(paths: Sequence[Path]) -> np.ndarray:
+    """One image, or several files of one size and bit depth stacked as its channels."""
+    parts = [read_image(path) for path in paths]
+    for path, part in zip(paths[1:], parts[1:], strict=True):
+        if part.shape[:2] != parts[0].shape[:2] or part.dtype != parts[0].dtype:
+            raise DataError(
+                f"{path}: {part.shape[1]}x{part.shape[0]} {part.dtype}, but the first channel "
+                f"file {paths[0].name} is {parts[0].shape[1]}x{parts[0].shape[0]} "
+                f"{parts[0].dtype}"
+            )
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)

@@ -23,16 +23,25 @@ from unet_lab.runs.checkpoints import CONFIG_KEY, DATA_KEY, read_checkpoint
 
 
 def probabilities(net: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Softmax class probabilities ``(N, C, H, W)`` of ``net`` for ``images`` ``(N, C_in, H, W)``.
+    """Softmax class probabilities ``(N, C, *spatial)`` of ``net`` for ``images``
+    ``(N, C_in, *spatial)``, images (2 spatial axes) or volumes (3).
 
-    With ``tta``, the mean over the eight symmetries of the square (four rotations, each with
-    and without a mirror), each mapped back before averaging, as the U-Net paper averaged its
-    predictions. Rotations act on the last two axes, so volumes work too.
+    With ``tta``, the mean over symmetries of the input, each output mapped back before
+    averaging. Images: the eight symmetries of the square (four rotations of the last two axes,
+    each with and without a mirror), as the U-Net paper averaged its predictions. Volumes: the
+    eight combinations of flips along the three spatial axes (nnU-Net's mirroring), with no
+    rotation, so anisotropic volumes keep their axes (and non-cubic tiles their shape).
     """
     with torch.inference_mode():
         if not tta:
             return class_probabilities(net(images))
         total = torch.zeros(())
+        if images.ndim == 5:
+            flips = [(), (-1,), (-2,), (-3,), (-2, -1), (-3, -1), (-3, -2), (-3, -2, -1)]
+            for axes in flips:
+                output = class_probabilities(net(images.flip(axes) if axes else images))
+                total = total + (output.flip(axes) if axes else output)
+            return total / len(flips)
         for mirror in (False, True):
             mirrored = images.flip(-1) if mirror else images
             for turns in range(4):

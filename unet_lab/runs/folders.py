@@ -9,6 +9,9 @@ from datetime import datetime
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from unet_lab.errors import unreadable_override
 
 CHECKPOINT_DIR = "checkpoints"
 HYDRA_DIR = ".hydra"
@@ -28,7 +31,11 @@ def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
 
 def override_key(override: str) -> str:
     """The key of a Hydra override (``+model.depth=3`` -> ``model.depth``)."""
-    return OverridesParser.create().parse_override(override).get_key_element().lstrip("+~")
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except HydraException as exc:
+        raise unreadable_override(override, exc) from exc
+    return parsed.get_key_element().lstrip("+~")
 
 
 def quoted(value: str) -> str:

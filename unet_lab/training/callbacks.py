@@ -134,7 +134,9 @@ class RandomStateInCheckpoint(pl.Callback):
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         transform = _train_transform(trainer)
-        if transform is not None:
+        if hasattr(transform, "state_dict"):  # a volume pipeline keeps its own generator
+            state["augmentation"] = transform.state_dict()
+        elif transform is not None:
             state["augmentation"] = augmentation_random_state(transform)
         checkpoint[self.KEY] = state
 
@@ -163,7 +165,11 @@ class RandomStateInCheckpoint(pl.Callback):
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
         transform = _train_transform(trainer)
-        if transform is not None and "augmentation" in state:
+        if transform is None or "augmentation" not in state:
+            return
+        if hasattr(transform, "load_state_dict"):
+            transform.load_state_dict(state["augmentation"])
+        else:
             set_augmentation_random_state(transform, state["augmentation"])
 
 
@@ -269,6 +275,8 @@ class ConfigInCheckpoint(pl.Callback):
                 "class_names": list(datamodule.class_names),
                 "normalization": datamodule.normalizer.state_dict(),
                 "scale": float(getattr(datamodule, "scale", 1.0)),  # the working resolution
+                # Volumes: the preprocessing that new cases need (spacing, normalization, ...).
+                **getattr(datamodule, "inference_facts", dict)(),
             }
 
 

@@ -51,7 +51,8 @@ class SegmentationModule(pl.LightningModule):
         surface_distances: log HD95 and average surface distance at test time
             (:class:`SurfaceDistances`; CPU, image by image).
         eval_tile_size: validate and test through :class:`SlidingWindowPredictor` with tiles of
-            this size (``eval_overlap`` apart, Gaussian blending), as ``eval.py`` and
+            this size (one side, or one per axis: ``[D, H, W]`` for volumes; ``eval_overlap``
+            apart, Gaussian blending), as ``eval.py`` and
             ``predict.py`` predict: for large images, or unpadded networks on whole images.
             ``None``: the whole batch in one forward pass.
         boundary_class: for boundary maps (EM membranes): the class whose pixels separate
@@ -74,7 +75,7 @@ class SegmentationModule(pl.LightningModule):
         include_background: bool = False,
         surface_distances: bool = True,
         boundary_class: int | None = None,
-        eval_tile_size: int | None = None,
+        eval_tile_size: int | Sequence[int] | None = None,
         eval_overlap: float = 0.25,
         channels_last: bool = False,
         compile: bool = False,
@@ -110,7 +111,9 @@ class SegmentationModule(pl.LightningModule):
         )
         # Checked here under the module's own names, also when no window is made.
         if eval_tile_size is not None:
-            check_int("eval_tile_size", eval_tile_size, MIN_TILE_SIZE)
+            sides = [eval_tile_size] if isinstance(eval_tile_size, int) else eval_tile_size
+            for side in sides:
+                check_int("eval_tile_size", side, MIN_TILE_SIZE)
         check_float("eval_overlap", eval_overlap, 0.0, MAX_OVERLAP)
         self.window = (
             SlidingWindowPredictor(eval_tile_size, eval_overlap)
@@ -163,13 +166,13 @@ class SegmentationModule(pl.LightningModule):
             probs = self._windowed_probabilities(images)
         else:
             probs = class_probabilities(self(images))
-            if probs.shape[-2:] != images.shape[-2:]:
+            if probs.shape[2:] != images.shape[2:]:
                 raise ConfigError(_UNPADDED_AT_NATIVE_SIZE)
         return self._as_logits(probabilities_at(probs, size))
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        native_size = batch["mask"].shape[-2:]
-        if stage != "train" and batch["image"].shape[-2:] != native_size:
+        native_size = batch["mask"].shape[1:]
+        if stage != "train" and batch["image"].shape[2:] != native_size:
             # Images at the working resolution, masks at their own size: score there.
             outputs: torch.Tensor | list[torch.Tensor] = self._native_logits(
                 batch["image"], native_size
@@ -184,7 +187,11 @@ class SegmentationModule(pl.LightningModule):
         preds = predicted_labels(logits)
         getattr(self, f"{stage}_scores").update(preds, target)
         if stage == "test" and self.test_surface is not None:
-            self.test_surface.update(preds, target)
+            spacing = batch.get("spacing")  # volumes: distances in mm
+            if spacing is None:
+                self.test_surface.update(preds, target)
+            else:
+                self.test_surface.update(preds, target, spacing=tuple(spacing[0].tolist()))
         if stage != "train" and self.rand_errors is not None and self.boundary_class is not None:
             rand_error = cast(MeanMetric, self.rand_errors[stage])
             for predicted, truth in zip(preds.cpu().numpy(), target.cpu().numpy(), strict=True):

@@ -27,18 +27,15 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.errors import InputError, RunFault, first_line, storage_fault
-from unet_lab.inference.trained import load_trained
-from unet_lab.pictures import write_prediction_picture
 from unet_lab.runs.folders import CHECKPOINT_DIR, SPLIT_FILE, discard_unstarted
 from unet_lab.runs.summary import SUMMARY_FILE, report, write_run_summary
 from unet_lab.training.build import Experiment, build
 from unet_lab.training.launcher import is_rank_zero, local_ranks
 from unet_lab.training.module import SegmentationModule
+from unet_lab.training.run_picture import write_run_picture
 from unet_lab.training.wandb_logger import finish_wandb
 
 log = logging.getLogger("unet_lab")
-# Validation images shown in predictions.png.
-PICTURE_IMAGES = 4
 # Third-party warnings that say nothing about the user's run (Lightning 2.6 with torch 2.13).
 _KNOWN_HARMLESS_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
@@ -110,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with local_ranks(trainer, experiment.config, run_rank):
             results = _fit_and_test(experiment, cfg)
         if trainer.is_global_zero and results.best_checkpoint and not trainer.interrupted:
-            results.picture = _write_predictions(
+            results.picture = write_run_picture(
                 run_dir, Path(results.best_checkpoint), experiment.datamodule
             )
         if trainer.is_global_zero:
@@ -339,25 +336,6 @@ def _storage_message(exc: BaseException, fault: OSError, run_dir: Path, trainer:
         f"{what}; training stopped in epoch {trainer.current_epoch}; {kept}. Free space and "
         "start the same run again to continue it."
     )
-
-
-def _write_predictions(
-    run_dir: Path, checkpoint: Path, datamodule: InMemoryDataModule
-) -> Path | None:
-    """``predictions.png`` of the first validation images, predicted by ``checkpoint`` as
-    ``predict.py`` would (the checkpoint alone, at each image's own size). A picture that
-    cannot be made is reported and the run stays completed."""
-    try:
-        images, truths = datamodule.load_split("val")
-        images, truths = list(images[:PICTURE_IMAGES]), list(truths[:PICTURE_IMAGES])
-        trained = load_trained(checkpoint)
-        predictions = [trained.probabilities(image).argmax(axis=0) for image in images]
-        return write_prediction_picture(
-            run_dir / "predictions.png", images, truths, predictions, trained.class_names
-        )
-    except Exception as exc:
-        log.warning("could not write %s: %s", run_dir / "predictions.png", exc)
-        return None
 
 
 def _log_batch_size(trainer: pl.Trainer, batch_size: int) -> None:

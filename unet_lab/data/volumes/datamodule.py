@@ -1,0 +1,171 @@
+"""The data module shared by every volume data set: patches for training, whole cases for
+validation and test, DataLoader workers seeded like the 2D ones."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from unet_lab.arguments import InvalidArgumentError, check_float, check_int
+from unet_lab.data.datamodule import auto_workers
+from unet_lab.data.normalization import Normalizer
+from unet_lab.data.volumes.patches import PatchDataset, VolumeCase, WholeVolumeDataset
+
+Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def check_patch_size(patch_size: Sequence[int] | int) -> tuple[int, int, int]:
+    """``patch_size`` as ``(D, H, W)``: three sides of at least 4 voxels (one int: a cube)."""
+    sides = [patch_size] * 3 if isinstance(patch_size, int) else list(patch_size)
+    if len(sides) != 3:
+        raise InvalidArgumentError("patch_size", patch_size, "three sides [D, H, W] or one int")
+    return tuple(check_int("patch_size", int(side), 4) for side in sides)  # type: ignore[return-value]
+
+
+class VolumeDataModule(pl.LightningDataModule):
+    """Serves volume cases: ``samples_per_epoch`` random patches per training epoch, whole
+    cases (batch 1) for validation and test. Subclasses provide the cases per split.
+
+    Args:
+        patch_size: ``(D, H, W)`` voxels of a training patch.
+        batch_size: patches per training batch.
+        samples_per_epoch: training patches per epoch.
+        foreground_oversample: share of patches centred on a foreground voxel (nnU-Net: 0.33).
+        num_workers: DataLoader workers, or ``auto`` (see :func:`auto_workers`).
+        train_transform: 3D augmentation of training patches
+            (:func:`unet_lab.data.volumes.augmentation.compose3d`).
+        eval_transform: accepted for symmetry with the image data modules; evaluation sees the
+            cases as they are.
+        seed: the seed of the patch draws.
+    """
+
+    spatial_dims = 3
+    train_input_size_key = "data.patch_size"
+    scale = 1.0  # volumes are resampled to the target spacing instead (preprocessing)
+
+    def __init__(
+        self,
+        patch_size: Sequence[int] | int,
+        batch_size: int = 2,
+        samples_per_epoch: int = 250,
+        foreground_oversample: float = 0.33,
+        num_workers: int | str = "auto",
+        train_transform: Transform | None = None,
+        eval_transform: Any = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.patch_size = check_patch_size(patch_size)
+        self.train_input_size = self.patch_size
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.samples_per_epoch = check_int("samples_per_epoch", samples_per_epoch, 1)
+        self.foreground_oversample = check_float(
+            "foreground_oversample", foreground_oversample, 0.0, 1.0
+        )
+        self.num_workers = (
+            "auto" if num_workers == "auto" else check_int("num_workers", num_workers, 0)
+        )
+        self.train_transform = train_transform
+        self.seed = seed
+        # Normalization happens once, in preprocessing: the network sees the cases as cached.
+        self.normalizer = Normalizer("none")
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str]:
+        """One name per class."""
+
+    @property
+    @abstractmethod
+    def in_channels(self) -> int:
+        """Channels of every case."""
+
+    @abstractmethod
+    def cases(self, split: str) -> list[VolumeCase]:
+        """The preprocessed cases of ``split`` (``train``, ``val``, ``test``)."""
+
+    @abstractmethod
+    def has_split(self, split: str) -> bool:
+        """Whether the data has this split."""
+
+    def split_record(self) -> dict[str, Any] | None:
+        """Which cases went into which split (``split.json``); None for generated data."""
+        return None
+
+    def inference_facts(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond the network to predict new data like this."""
+        return {"spatial_dims": 3}
+
+    def load_split(self, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Images ``(C, D, H, W)`` and labels ``(D, H, W)`` of a split, as cached."""
+        cases = self.cases(split)
+        return [np.asarray(c.image) for c in cases], [np.asarray(c.label) for c in cases]
+
+    def working_sizes(self, split: str) -> list[tuple[int, ...]]:
+        """``(D, H, W)`` of each case of a split."""
+        return [case.shape for case in self.cases(split)]
+
+    def setup(self, stage: str | None = None) -> None:
+        if "train" not in self.datasets:
+            self.datasets["train"] = PatchDataset(
+                self.cases("train"),
+                self.patch_size,
+                self.samples_per_epoch,
+                self.foreground_oversample,
+                self.train_transform,
+                self.seed,
+            )
+        for split in ("val", "test"):
+            if split not in self.datasets and self.has_split(split):
+                self.datasets[split] = WholeVolumeDataset(self.cases(split))
+
+    def _workers(self) -> int:
+        if isinstance(self.num_workers, int):
+            return self.num_workers
+        processes = self.trainer.num_devices if self.trainer is not None else 1
+        return auto_workers(self._on_gpu(), processes)
+
+    def _on_gpu(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def train_dataloader(self) -> DataLoader:
+        workers = self._workers()
+        return DataLoader(
+            self.datasets["train"],
+            batch_size=self.batch_size,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            worker_init_fn=_seed_patch_worker if workers > 0 else None,
+            pin_memory=self._on_gpu(),
+        )
+
+    def _evaluation_loader(self, split: str) -> DataLoader:
+        dataset = self.datasets[split]
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:  # each case on exactly one rank
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        return DataLoader(dataset, batch_size=1, sampler=sampler, pin_memory=self._on_gpu())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._evaluation_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._evaluation_loader("test")
+
+
+def _seed_patch_worker(worker_id: int) -> None:
+    """A DataLoader worker draws its own patches and augmentations (from its torch seed)."""
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, PatchDataset):
+        info.dataset.reseed(info.seed % 2**32)
