@@ -23,6 +23,7 @@ from unet_lab.config.compose import compose_config, instantiate
 from unet_lab.errors import input_errors_exit
 from unet_lab.inference.evaluation import data_config, evaluate, load_data, table
 from unet_lab.inference.trained import load_trained, pick_device
+from unet_lab.inference.volumes import default_tile_size, is_volume_network
 from unet_lab.pictures import colour, display, side_by_side, write_rgb
 from unet_lab.runs.folders import run_dir_of_checkpoint
 
@@ -46,7 +47,12 @@ def run(cfg: DictConfig, data_overrides: list[str]) -> dict[str, Any]:
         trained,
         datamodule,
         cfg.split,
-        instantiate(cfg.window, "window", tta=cfg.tta),
+        instantiate(
+            cfg.window,
+            "window",
+            tta=cfg.tta,
+            tile_size=cfg.window.tile_size or default_tile_size(trained),
+        ),
         device,
         module_cfg.get("ignore_index"),
         bool(module_cfg.get("include_background", False)),
@@ -73,7 +79,7 @@ def run(cfg: DictConfig, data_overrides: list[str]) -> dict[str, Any]:
         picture = side_by_side([display(image), colour(truth), colour(prediction)])
         write_rgb(output / f"worst_{rank}_{rows[index]['image']}.png", picture)
     print(f"{cfg.split}: {len(rows)} images, checkpoint {cfg.ckpt_path}")
-    print(table(split_scores, trained.class_names))
+    print(table(split_scores, trained.class_names, "mm" if is_volume_network(trained) else "px"))
     print(f"wrote {output}/metrics.json, per_image.csv and {min(cfg.worst, len(rows))} overlays")
     return summary
 

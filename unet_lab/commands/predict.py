@@ -19,27 +19,38 @@ import torch
 from omegaconf import DictConfig
 
 from unet_lab.config.compose import compose_config, instantiate
-from unet_lab.data.files import IMAGE_SUFFIXES, list_images, read_image
+from unet_lab.data.files import IMAGE_SUFFIXES, read_image
+from unet_lab.data.pairing import list_files, split_suffix
+from unet_lab.data.volumes.io import VOLUME_SUFFIXES, volume_suffix, write_volume
 from unet_lab.errors import InputError, input_errors_exit
 from unet_lab.inference.export import load_exported
 from unet_lab.inference.sliding_window import SlidingWindowPredictor
 from unet_lab.inference.trained import TrainedNetwork, load_trained, pick_device
+from unet_lab.inference.volumes import (
+    default_tile_size,
+    is_volume_network,
+    predict_volume,
+    read_case,
+)
 from unet_lab.pictures import overlay, write_rgb
 
 
-def input_files(pattern: str) -> list[Path]:
-    """The images an ``input`` names: a file, a folder's images, or a glob's image files."""
+def input_files(pattern: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The files an ``input`` names: a file, a folder's files, or a glob's files, of the
+    given suffixes (images, or volumes for a volume network)."""
     path = Path(pattern).expanduser()
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = list(list_images(path).values())
+        files = list(list_files(path, suffixes).values())
     else:
         files = sorted(
-            Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_SUFFIXES
+            Path(p) for p in glob.glob(str(path)) if split_suffix(Path(p).name, suffixes)
         )
     if not files:
-        raise InputError(f"input={pattern}: no images (png, jpg, tif, bmp) found")
+        kind = "images" if tuple(suffixes) == tuple(IMAGE_SUFFIXES) else "volumes"
+        shown = ", ".join(s.lstrip(".") for s in suffixes)
+        raise InputError(f"input={pattern}: no {kind} ({shown}) found")
     return files
 
 
@@ -64,20 +75,25 @@ def run(cfg: DictConfig) -> list[Path]:
     trained = load_network(str(cfg.ckpt_path))
     device = pick_device(cfg.device)
     trained.net.to(device)
-    predictor = instantiate(cfg.window, "window", tta=cfg.tta)
-    files = input_files(str(cfg.input))
+    tile_size = cfg.window.tile_size or default_tile_size(trained)
+    predictor = instantiate(cfg.window, "window", tta=cfg.tta, tile_size=tile_size)
+    volumes = is_volume_network(trained)
+    files = input_files(str(cfg.input), VOLUME_SUFFIXES if volumes else IMAGE_SUFFIXES)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     dtype = np.uint8 if len(trained.class_names) <= 256 else np.uint16
     written = []
     for number, path in enumerate(files, start=1):
-        image, probs, labels = predict_file(trained, predictor, path, device)
-        target = output / f"{path.stem}.png"
-        cv2.imwrite(str(target), labels.astype(dtype))
-        if cfg.overlay:
-            write_rgb(output / f"{path.stem}_overlay.png", overlay(image, labels))
-        if cfg.probabilities:
-            np.save(output / f"{path.stem}_probs.npy", probs.astype(np.float16))
+        if volumes:
+            target, labels = _predict_volume(trained, predictor, path, device, output, dtype)
+        else:
+            image, probs, labels = predict_file(trained, predictor, path, device)
+            target = output / f"{path.stem}.png"
+            cv2.imwrite(str(target), labels.astype(dtype))
+            if cfg.overlay:
+                write_rgb(output / f"{path.stem}_overlay.png", overlay(image, labels))
+            if cfg.probabilities:
+                np.save(output / f"{path.stem}_probs.npy", probs.astype(np.float16))
         shares = np.bincount(labels.ravel(), minlength=len(trained.class_names)) / labels.size
         summary = ", ".join(
             f"{name} {100 * share:.1f}%"
@@ -86,6 +102,23 @@ def run(cfg: DictConfig) -> list[Path]:
         print(f"[{number}/{len(files)}] {path} -> {target} ({summary})", flush=True)
         written.append(target)
     return written
+
+
+def _predict_volume(
+    trained: TrainedNetwork,
+    predictor: SlidingWindowPredictor,
+    path: Path,
+    device: torch.device,
+    output: Path,
+    dtype: type,
+) -> tuple[Path, np.ndarray]:
+    """A label volume for one volume file, in its own geometry and format."""
+    image, volume = read_case(trained, [path])
+    labels = predict_volume(trained, image, volume.affine, predictor, device).argmax(axis=0)
+    suffix = volume_suffix(path) or ".nii.gz"
+    target = output / f"{path.name[: -len(suffix)]}{suffix}"
+    write_volume(target, labels.astype(dtype), volume.affine, like=volume)
+    return target, labels
 
 
 def main(args: Sequence[str] | None = None) -> None:

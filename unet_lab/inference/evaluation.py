@@ -13,8 +13,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from unet_lab.config.compose import compose_train_config, instantiate
 from unet_lab.data.datamodule import InMemoryDataModule
+from unet_lab.data.volumes.io import read_label_volume
 from unet_lab.errors import InputError
 from unet_lab.inference.trained import TrainedNetwork
+from unet_lab.inference.volumes import is_volume_network, predict_volume, read_case
 from unet_lab.metrics.scores import SegmentationScores
 from unet_lab.metrics.surface import SurfaceDistances
 
@@ -52,6 +54,44 @@ def image_names(datamodule: InMemoryDataModule, split: str, count: int) -> list[
     return [s[0] for s in samples] if samples else [f"{split}{i:04d}" for i in range(count)]
 
 
+class SplitScores:
+    """Scores of a split, accumulated case by case: the split's Dice, IoU, accuracy, HD95 and
+    ASD, and one row per case (``per_image.csv``)."""
+
+    def __init__(self, class_names: Sequence[str], ignore_index: int | None, background: bool):
+        self.names = list(class_names)
+        self.settings = (len(self.names), self.names, ignore_index, background)
+        self.overlap = SegmentationScores(*self.settings)
+        self.surfaces = SurfaceDistances(*self.settings)
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self, name: str, prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None
+    ) -> None:
+        """One case: predicted and true labels of the same shape; ``spacing`` in mm per axis
+        (volumes; None: pixels)."""
+        predicted = torch.from_numpy(np.asarray(prediction).astype(np.int64))[None]
+        target = torch.from_numpy(np.asarray(truth).astype(np.int64))[None]
+        scores: dict[str, float] = {}
+        for total, single in (
+            (self.overlap, SegmentationScores(*self.settings)),
+            (self.surfaces, SurfaceDistances(*self.settings)),
+        ):
+            extra = {"spacing": tuple(spacing)} if spacing and total is self.surfaces else {}
+            for metric in (total, single):
+                metric.update(predicted, target, **extra)
+            scores.update({k: float(v) for k, v in single.compute().items()})
+        row: dict[str, Any] = {"image": name}
+        row.update({k: scores[k] for k in ("dice", "iou", "hd95", "asd")})
+        for class_name in self.names:
+            row.update({f"{k}_{class_name}": scores[f"{k}_{class_name}"] for k in ("dice", "hd95")})
+        self.rows.append(row)
+
+    def compute(self) -> dict[str, float]:
+        totals = {**self.overlap.compute(), **self.surfaces.compute()}
+        return {k: float(v) for k, v in totals.items()}
+
+
 def evaluate(
     trained: TrainedNetwork,
     datamodule: InMemoryDataModule,
@@ -61,45 +101,62 @@ def evaluate(
     ignore_index: int | None,
     include_background: bool,
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[tuple[np.ndarray, ...]]]:
-    """Split scores, per-image rows, and (image, truth, prediction) for every image."""
+    """Split scores, per-image rows, and (image, truth, prediction) for every image (for
+    volumes: the slice with the most foreground), each at the image's own size (volumes: in
+    the file's own geometry, distances in mm)."""
     if not datamodule.has_split(split):
         raise InputError(f"the data has no {split} split")
+    if is_volume_network(trained):
+        settings = (predictor, device, ignore_index, include_background)
+        return _evaluate_volumes(trained, datamodule, split, *settings)
     images, masks = datamodule.load_split(split)
-    names = trained.class_names
-    scores = SegmentationScores(len(names), names, ignore_index, include_background)
-    surfaces = SurfaceDistances(len(names), names, ignore_index, include_background)
-    rows: list[dict[str, Any]] = []
+    scores = SplitScores(trained.class_names, ignore_index, include_background)
     pictures: list[tuple[np.ndarray, ...]] = []
     for name, image, mask in zip(
         image_names(datamodule, split, len(images)), images, masks, strict=True
     ):
-        probs = trained.predict(image, predictor, device)  # at the image's own size
-        prediction = probs.argmax(dim=0)[None]
-        truth = torch.from_numpy(np.asarray(mask).astype(np.int64))[None]
-        image_scores = {}
-        for metrics in (
-            (scores, SegmentationScores(len(names), names, ignore_index, include_background)),
-            (surfaces, SurfaceDistances(len(names), names, ignore_index, include_background)),
-        ):
-            for metric in metrics:
-                metric.update(prediction, truth)
-            image_scores.update({k: float(v) for k, v in metrics[1].compute().items()})
-        row: dict[str, Any] = {"image": name}
-        row.update({k: image_scores[k] for k in ("dice", "iou", "hd95", "asd")})
-        for class_name in names:
-            row.update(
-                {f"{k}_{class_name}": image_scores[f"{k}_{class_name}"] for k in ("dice", "hd95")}
-            )
-        rows.append(row)
-        labels = prediction[0].numpy().astype(np.uint8 if len(names) <= 256 else np.uint16)
-        pictures.append((image, mask, labels))  # images are in memory already; labels small
-    split_scores = {k: float(v) for k, v in {**scores.compute(), **surfaces.compute()}.items()}
-    return split_scores, rows, pictures
+        prediction = trained.predict(image, predictor, device).argmax(dim=0).numpy()
+        scores.add(name, prediction, mask, None)
+        pictures.append((image, mask, _small(prediction, len(trained.class_names))))
+    return scores.compute(), scores.rows, pictures
 
 
-def table(scores: dict[str, float], class_names: Sequence[str]) -> str:
-    """Dice, IoU, HD95 and ASD per class and their means, as printed by ``unet-lab eval``."""
-    lines = [f"{'class':<16} {'Dice':>7} {'IoU':>7} {'HD95 px':>8} {'ASD px':>7}"]
+def _evaluate_volumes(
+    trained: TrainedNetwork,
+    datamodule: Any,
+    split: str,
+    predictor: Any,
+    device: torch.device,
+    ignore_index: int | None,
+    include_background: bool,
+) -> tuple[dict[str, float], list[dict[str, Any]], list[tuple[np.ndarray, ...]]]:
+    """:func:`evaluate` for volumes: each case read from its files, predicted in its own
+    geometry and scored against its label file at the file's spacing."""
+    scores = SplitScores(trained.class_names, ignore_index, include_background)
+    pictures: list[tuple[np.ndarray, ...]] = []
+    for case in datamodule.split[split]:
+        image, volume = read_case(trained, case.images)
+        truth = read_label_volume(case.label, len(trained.class_names)).array
+        prediction = predict_volume(trained, image, volume.affine, predictor, device).argmax(0)
+        scores.add(case.name, prediction, truth, volume.spacing)
+        k = int(np.argmax((truth > 0).sum(axis=(0, 1))))  # the slice with the most foreground
+        picture = (
+            image[:, :, k, :1],
+            truth[:, :, k],
+            _small(prediction[:, :, k], len(trained.class_names)),
+        )
+        pictures.append(picture)
+    return scores.compute(), scores.rows, pictures
+
+
+def _small(labels: np.ndarray, classes: int) -> np.ndarray:
+    return labels.astype(np.uint8 if classes <= 256 else np.uint16)
+
+
+def table(scores: dict[str, float], class_names: Sequence[str], unit: str = "px") -> str:
+    """Dice, IoU, HD95 and ASD (in ``unit``) per class and their means, as printed by
+    ``unet-lab eval``."""
+    lines = [f"{'class':<16} {'Dice':>7} {'IoU':>7} {'HD95 ' + unit:>8} {'ASD ' + unit:>7}"]
     for name in [*class_names, None]:
         suffix = f"_{name}" if name else ""
         label = name or "mean (scored)"

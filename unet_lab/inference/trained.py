@@ -71,8 +71,9 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
 @dataclass
 class TrainedNetwork:
     """A network in eval mode with what it was trained on: class names, input channels, the
-    normalization (with dataset statistics, if any), the run's resolved config, and the
-    working resolution ``scale`` (``data.scale``: the factor its inputs were resampled by)."""
+    normalization (with dataset statistics, if any), the run's resolved config, the
+    working resolution ``scale`` (``data.scale``: the factor its inputs were resampled by),
+    and for volumes the ``preprocessing`` that new cases need."""
 
     net: nn.Module
     class_names: list[str]
@@ -80,6 +81,8 @@ class TrainedNetwork:
     normalizer: Normalizer
     config: dict[str, Any]
     scale: float = 1.0
+    # Volumes: the preprocessing of the training cache (target spacing, normalization, ...).
+    preprocessing: dict[str, Any] | None = None
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """A decoded image ``(H, W[, C])`` (integer or float) as a normalized ``(1, C, h, w)``
@@ -143,6 +146,7 @@ def load_trained(checkpoint: str | Path) -> TrainedNetwork:
         Normalizer.from_state_dict(data["normalization"]),
         config,
         float(data.get("scale", 1.0)),  # checkpoints from before data.scale: 1
+        data.get("preprocessing"),
     )
 
 

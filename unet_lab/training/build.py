@@ -86,7 +86,11 @@ def build(cfg: DictConfig) -> Experiment:
         RandomStateInCheckpoint(),
         LogsFromCheckpoint(),
     ]
-    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
+    precision = resolve_precision(
+        cfg.trainer.precision,
+        cfg.trainer.get("accelerator", "auto"),
+        int(getattr(net, "spatial_dims", 2)),
+    )
     trainer = instantiate(
         cfg.trainer,
         "trainer",
