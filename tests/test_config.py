@@ -184,6 +184,12 @@ BAD_CONFIGS = [
     ("optimized_metric=val/dicee", ["optimized_metric", "val/dice, val/iou"]),
     ("model.spatial_dims=3", ["model.spatial_dims=3", "2D images", "model.spatial_dims=2"]),
     ("loss=bce", ["loss=bce", "4 classes"]),
+    # an override Hydra's grammar cannot read, and a module path from before 0.2
+    ("data.mask_name={id}_x", ["data.mask_name={id}_x", "quote a value"]),
+    (
+        "+callbacks.old._target_=unet_lab.callbacks.ElapsedTime",
+        ["callbacks.old._target_", "cannot be imported", "docs/changes.md"],
+    ),
 ]
 
 
@@ -204,7 +210,13 @@ def test_bad_config_fails_before_training_naming_the_key(
 
 @pytest.mark.parametrize(
     "override",
-    ["model.dpeth=4", "trainer.max_epochs=ten", "optimizer.lr=-0.1", "model.depth=6"],
+    [
+        "model.dpeth=4",
+        "trainer.max_epochs=ten",
+        "optimizer.lr=-0.1",
+        "model.depth=6",
+        "data.mask_name={id}_x",
+    ],
 )
 def test_bad_config_on_the_command_line_exits_with_one_line(override: str, tmp_path: Path) -> None:
     result = run_cli([*TINY_DATA, "logger=csv", override], cwd=tmp_path, check=False)

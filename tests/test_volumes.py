@@ -179,7 +179,7 @@ def test_synthetic3d_trains_a_3d_unet(tmp_path: Path) -> None:
     run_cli(
         ["data=synthetic3d", "data.volume_shape=[8,16,16]", "data.patch_size=[8,16,16]",
          "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.samples_per_epoch=4",
-         "trainer.max_epochs=1", "logger=csv", "model.depth=2", f"hydra.run.dir={run}"],
+         "trainer.max_epochs=1", "model.depth=2", f"hydra.run.dir={run}"],  # W&B pictures too
         cwd=tmp_path,
     )  # fmt: skip
     summary = json.loads((run / "metrics.json").read_text())

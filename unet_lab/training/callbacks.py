@@ -312,15 +312,22 @@ class ValidationImages(pl.Callback):
         count = min(self.num_images, batch["image"].shape[0])
         labels = dict(enumerate(getattr(pl_module, "class_names", [])))
         target = outputs["target"]  # the part of the mask the network predicts
-        images = [
-            _display_image(center_crop(batch["image"][i], target.shape[1:])) for i in range(count)
-        ]
+        images, truths, preds = [], [], []
+        for i in range(count):
+            image = center_crop(batch["image"][i], target.shape[1:])
+            truth, pred = target[i], outputs["preds"][i]
+            if truth.ndim == 3:  # a volume: its slice with the most foreground
+                depth = int((truth > 0).flatten(1).sum(dim=1).argmax())
+                image, truth, pred = image[:, depth], truth[depth], pred[depth]
+            images.append(_display_image(image))
+            truths.append(truth)
+            preds.append(pred)
         masks = [
             {
-                "prediction": {"mask_data": _numpy(outputs["preds"][i]), "class_labels": labels},
-                "ground_truth": {"mask_data": _numpy(target[i]), "class_labels": labels},
+                "prediction": {"mask_data": _numpy(pred), "class_labels": labels},
+                "ground_truth": {"mask_data": _numpy(truth), "class_labels": labels},
             }
-            for i in range(count)
+            for pred, truth in zip(preds, truths, strict=True)
         ]
         for logger in wandb_loggers:
             logger.log_image("val/examples", images, step=trainer.global_step, masks=masks)
