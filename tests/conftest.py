@@ -25,6 +25,15 @@ TINY_DATA = [
     "data.test_size=8",
     "data.batch_size=8",
 ]
+# Tiny generated volumes (data=synthetic3d).
+TINY_VOLUMES = [
+    "data.volume_shape=[8,16,16]",
+    "data.patch_size=[8,16,16]",
+    "data.train_size=4",
+    "data.val_size=2",
+    "data.test_size=2",
+    "data.samples_per_epoch=4",
+]
 # A tiny but complete setup: trains in a couple of seconds.
 SMALL_UNET = ["model.depth=2", "model.width=8"]
 FAST = ["debug=fast", "logger=csv", "callbacks.validation_images=null", *SMALL_UNET]

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, REPO, SMALL_UNET, TINY_DATA, compose_config, run_cli
+from conftest import (
+    FAST,
+    REPO,
+    SMALL_UNET,
+    TINY_DATA,
+    TINY_VOLUMES,
+    compose_config,
+    run_cli,
+)
 from folders import write_dataset, write_volume_dataset
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class
@@ -24,15 +32,6 @@ CONF = REPO / "conf"
 # Groups whose options are whole run set-ups rather than swappable parts.
 SKIP_GROUPS = {"hydra", "paths", "debug", "experiment"}
 GPU_TRAINERS = {"gpu", "ddp", "multinode"}
-# Tiny 3D data: generated volumes, or patches of written ones.
-TINY_VOLUMES = [
-    "data.volume_shape=[8,16,16]",
-    "data.patch_size=[8,16,16]",
-    "data.train_size=4",
-    "data.val_size=2",
-    "data.test_size=2",
-    "data.samples_per_epoch=4",
-]
 VOLUME_PATCH = ["data.patch_size=[8,16,16]", "data.samples_per_epoch=4"]
 OPTIONS = sorted(
     (path.parent.name, path.stem)

@@ -19,19 +19,23 @@ from unet_lab.training.build import build_datamodule
 def summarize(datamodule: InMemoryDataModule) -> str:
     """Counts, sizes, channels, dtypes per split, and class pixel shares with stored labels."""
     names = datamodule.class_names
-    lines = [f"{'split':<6} {'images':>6}  {'sizes (HxW)':<21} {'channels':>8}  dtypes"]
+    volumes = getattr(datamodule, "spatial_dims", 2) == 3  # (C, D, H, W) as preprocessed
+    size_names = "sizes (DxHxW)" if volumes else "sizes (HxW)"
+    lines = [f"{'split':<6} {'images':>6}  {size_names:<21} {'channels':>8}  dtypes"]
     pixels = np.zeros(len(names) + 1, np.int64)  # the last bin counts ignored pixels
     for split in SPLITS:
         if not datamodule.has_split(split):
             lines.append(f"{split:<6} {'-':>6}")
             continue
         images, masks = datamodule.load_split(split)
-        heights = [image.shape[0] for image in images]
-        widths = [image.shape[1] for image in images]
-        sizes = f"{min(heights)}x{min(widths)}"
-        if (max(heights), max(widths)) != (min(heights), min(widths)):
-            sizes += f" .. {max(heights)}x{max(widths)}"
-        channels = sorted({image.shape[2] for image in images})
+        shapes = [mask.shape for mask in masks]
+        smallest, largest = (
+            tuple(f(axis) for axis in zip(*shapes, strict=True)) for f in (min, max)
+        )
+        sizes = "x".join(map(str, smallest))
+        if largest != smallest:
+            sizes += " .. " + "x".join(map(str, largest))
+        channels = sorted({image.shape[0] if volumes else image.shape[2] for image in images})
         dtypes = sorted({str(image.dtype) for image in images})
         lines.append(
             f"{split:<6} {len(images):>6}  {sizes:<21} {','.join(map(str, channels)):>8}  "

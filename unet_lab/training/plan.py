@@ -50,16 +50,16 @@ class TrainingCompute:
 
 
 def training_compute(
-    cfg: DictConfig, datamodule: InMemoryDataModule, gflops: float, size: tuple[int, int]
+    cfg: DictConfig, datamodule: InMemoryDataModule, gflops: float, size: tuple[int, ...]
 ) -> TrainingCompute | None:
     """The :class:`TrainingCompute` of ``cfg`` (None when it trains by steps, not epochs)."""
     epochs = cfg.trainer.get("max_epochs")
     if not epochs or epochs < 0:
         return None
-    per_pixel = gflops / (size[0] * size[1])
+    per_pixel = gflops / math.prod(size)
     samples = datamodule.samples_per_epoch or len(datamodule.working_sizes("train"))
     has_val = datamodule.has_split("val")
-    validation = sum(h * w for h, w in datamodule.working_sizes("val")) if has_val else 0
+    validation = sum(math.prod(s) for s in datamodule.working_sizes("val")) if has_val else 0
     every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)
     return TrainingCompute(
         epochs=int(epochs),
@@ -75,7 +75,7 @@ class Plan:
     """What :func:`make_plan` found; :meth:`table` is what ``unet-lab plan`` prints."""
 
     model: str
-    input_size: tuple[int, int]
+    input_size: tuple[int, ...]  # (H, W), or (D, H, W) for volumes
     in_channels: int
     out_channels: int
     batch_size: int
@@ -91,8 +91,8 @@ class Plan:
         weights = self.parameters * 4
         lines = [
             f"model                 {self.model}",
-            f"input                 {self.in_channels} x {self.input_size[0]} x "
-            f"{self.input_size[1]} (batch {self.batch_size})",
+            f"input                 {self.in_channels} x "
+            f"{' x '.join(map(str, self.input_size))} (batch {self.batch_size})",
             f"output                {self.out_channels} x {' x '.join(map(str, self.output_size))}",
             f"parameters            {self.parameters / 1e6:.2f} M",
             f"forward per image     {self.gflops_per_image:.2f} GFLOP",
@@ -109,10 +109,13 @@ class Plan:
         return "\n".join(lines)
 
 
-def training_input_size(datamodule: InMemoryDataModule) -> tuple[int, int]:
-    """The spatial size of training samples: the patch size, else the images' size."""
+def training_input_size(datamodule: InMemoryDataModule) -> tuple[int, ...]:
+    """The spatial size of training samples: the patch size (one side per axis for volumes),
+    else the images' size."""
     for name in ("patch_size", "image_size"):
         size = getattr(datamodule, name, None)
+        if isinstance(size, tuple | list):
+            return tuple(int(side) for side in size)
         if size:
             return int(size), int(size)
     image = datamodule.working_split("train")[0][0]  # at the working resolution (data.scale)
@@ -140,7 +143,7 @@ def saved_activation_bytes(
     return sum(size for pointer, size in storages.items() if pointer not in parameters) // 2
 
 
-def warnings_for(net: nn.Module, size: tuple[int, int]) -> list[str]:
+def warnings_for(net: nn.Module, size: tuple[int, ...]) -> list[str]:
     """Advice when the deepest level of ``net`` on ``size`` inputs is under MIN_BOTTLENECK."""
     depth = getattr(net, "depth", None)
     if depth is None:
