@@ -106,7 +106,7 @@ def main() -> None:
     lines = [
         f"# Hippocampus (MSD Task04), fold {options.fold} of 5, {options.epochs} epochs",
         "",
-        f"Command: `{command_line('experiments/hippocampus/run.py')}`",
+        f"Command: `{command_line(__file__)}`",
         "",
         "| model | Dice anterior | Dice posterior | mean Dice | HD95 mm (mean) | s/step | "
         "preprocessing s | peak memory MiB |",

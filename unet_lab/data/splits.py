@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from unet_lab.arguments import check_int
 from unet_lab.data.files import DataError
 
 SPLITS = ("train", "val", "test")
@@ -48,3 +49,12 @@ def split_pool(
         if not split[name]:
             raise DataError(f"{root}: no images left for the {name} split")
     return {name: sorted(split[name]) for name in SPLITS if name in split}  # type: ignore[type-var]
+
+
+def split_sizes(train_size: int, val_size: int, test_size: int) -> dict[str, int]:
+    """``{split: count}`` of generated data, each count checked (>= 1) under its own name."""
+    return {
+        "train": check_int("train_size", train_size, 1),
+        "val": check_int("val_size", val_size, 1),
+        "test": check_int("test_size", test_size, 1),
+    }

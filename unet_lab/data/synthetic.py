@@ -10,6 +10,7 @@ import numpy as np
 from unet_lab.arguments import check_float, check_int
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
 from unet_lab.data.shapes import SHAPE_KINDS, render_shapes
+from unet_lab.data.splits import split_sizes
 
 
 class SyntheticShapesDataModule(InMemoryDataModule):
@@ -47,11 +48,7 @@ class SyntheticShapesDataModule(InMemoryDataModule):
         self.train_input_size, self.train_input_size_key = image_size, "data.image_size"
         self.in_channels = check_int("in_channels", in_channels, 1)
         self.num_classes = check_int("num_classes", num_classes, 2, len(SHAPE_KINDS) + 1)
-        self.split_sizes = {
-            "train": check_int("train_size", train_size, 1),
-            "val": check_int("val_size", val_size, 1),
-            "test": check_int("test_size", test_size, 1),
-        }
+        self.split_sizes = split_sizes(train_size, val_size, test_size)
         self.max_objects = check_int("max_objects", max_objects, 1)
         self.noise = check_float("noise", noise, 0.0)
         self.seed = data_seed(seed)

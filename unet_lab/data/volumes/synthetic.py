@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from unet_lab.arguments import check_float, check_int
 from unet_lab.data.datamodule import data_seed
+from unet_lab.data.splits import split_sizes
 from unet_lab.data.volumes.datamodule import Transform, VolumeDataModule
 from unet_lab.data.volumes.patches import VolumeCase, class_locations
 
@@ -115,11 +116,7 @@ class SyntheticVolumeDataModule(VolumeDataModule):
         self.volume_shape = tuple(check_int("volume_shape", int(s), 8) for s in volume_shape)
         self.spacing = tuple(check_float("spacing", float(s), 0.01) for s in spacing)
         self.num_classes = check_int("num_classes", num_classes, 2, len(SOLID_KINDS) + 1)
-        self.split_sizes = {
-            "train": check_int("train_size", train_size, 1),
-            "val": check_int("val_size", val_size, 1),
-            "test": check_int("test_size", test_size, 1),
-        }
+        self.split_sizes = split_sizes(train_size, val_size, test_size)
         self.max_objects = check_int("max_objects", max_objects, 1)
         self.noise = check_float("noise", noise, 0.0)
         self._cases: dict[str, list[VolumeCase]] = {}
