@@ -227,3 +227,50 @@ def _tiny_3d_checkpoint(tmp_path: Path) -> Path:
     path = tmp_path / "tiny3d.ckpt"
     torch.save(state, path)
     return path
+
+
+def test_one_process_builds_a_cache_the_others_wait_and_a_dead_builder_is_replaced(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import threading
+
+    from unet_lab.data.volumes.cache import LOCK, MANIFEST, VolumeCache
+
+    def preprocess(name: str):
+        return np.zeros((1, 2, 2, 2), np.float32), np.zeros((2, 2, 2), np.uint8), {"name": name}
+
+    cache = VolumeCache(tmp_path / "cache")
+    cache.folder.mkdir()
+    (cache.folder / LOCK).write_text(f"{socket.gethostname()} {os.getpid()}")  # a live builder
+    waiter = threading.Thread(target=cache.build, args=(["a"], preprocess, lambda _: {}, {}))
+    waiter.start()
+    waiter.join(timeout=1.5)
+    assert waiter.is_alive()  # waiting for the other process's manifest
+    (cache.folder / MANIFEST).write_text(json.dumps({"cases": ["a"]}))
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and cache.complete
+
+    rebuilt = VolumeCache(tmp_path / "other")
+    rebuilt.folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (rebuilt.folder / LOCK).write_text(f"{socket.gethostname()} {dead.pid}")  # killed builder
+    rebuilt.build(["a", "b"], preprocess, lambda _: {}, {})
+    assert rebuilt.manifest()["cases"] == ["a", "b"] and not (rebuilt.folder / LOCK).exists()
+
+
+@pytest.mark.slow
+def test_volumes_train_with_ddp(tmp_path: Path) -> None:
+    """Two DDP processes (gloo on CPU): rank 0 builds the cache before the other starts."""
+    root = write_volume_dataset(tmp_path / "data", count=10)  # 2 validation cases, 1 per rank
+    run = tmp_path / "run"
+    run_cli(
+        ["trainer=ddp_cpu", "data=volumes", f"data.root={root}", "data.num_classes=3",
+         "data.patch_size=[8,16,8]", "data.samples_per_epoch=8", "trainer.max_epochs=1",
+         "logger=csv", "model.width=4", "model.depth=2", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "completed" and summary["processes"] == 2
+    assert len(list((tmp_path / "cache").glob("*/manifest.json"))) == 1

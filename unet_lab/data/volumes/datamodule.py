@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from unet_lab.arguments import InvalidArgumentError, check_float, check_int
 from unet_lab.data.datamodule import auto_workers
+from unet_lab.data.files import DataError
 from unet_lab.data.normalization import Normalizer
 from unet_lab.data.volumes.patches import PatchDataset, VolumeCase, WholeVolumeDataset
 
@@ -152,6 +153,11 @@ class VolumeDataModule(pl.LightningDataModule):
         trainer = self.trainer
         sampler = None
         if trainer is not None and trainer.world_size > 1:  # each case on exactly one rank
+            if len(dataset) < trainer.world_size:  # type: ignore[arg-type]
+                raise DataError(
+                    f"the {split} split has {len(dataset)} case(s) for {trainer.world_size} "  # type: ignore[arg-type]
+                    "processes: each needs at least one (more cases, or fewer devices)"
+                )
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
