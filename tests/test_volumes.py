@@ -163,6 +163,18 @@ def test_volumes_train_predict_and_evaluate_from_the_command_line(tmp_path: Path
     source, result = nib.load(held), nib.load(tmp_path / "masks" / "case_000.nii.gz")
     assert result.shape == source.shape and np.allclose(result.affine, source.affine)
     assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
+    exported = tmp_path / "model.onnx"
+    from unet_lab.commands import export
+
+    export.main([f"ckpt_path={ckpt}", f"output={exported}"])
+    by_onnx = subprocess.run(
+        [sys.executable, str(REPO / "predict.py"), f"ckpt_path={exported}", f"input={held}",
+         f"output={tmp_path / 'onnx_masks'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert by_onnx.returncode == 0, by_onnx.stderr
+    from_onnx = nib.load(tmp_path / "onnx_masks" / "case_000.nii.gz")
+    assert np.array_equal(np.asarray(from_onnx.dataobj), np.asarray(result.dataobj))
     evaluated = subprocess.run(
         [sys.executable, str(REPO / "eval.py"), f"ckpt_path={ckpt}", "split=val"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -199,10 +211,10 @@ def test_plan_check_data_and_show_aug_read_volumes(tmp_path: Path, capsys) -> No
     picture = tmp_path / "augmented.png"
     show_aug.main(["--output", str(picture), "--samples", "2", *overrides])
     assert picture.stat().st_size > 1000
-    with pytest.raises(SystemExit) as stop:  # not yet: one clear line, exit code 2
-        export.main([f"ckpt_path={_tiny_3d_checkpoint(tmp_path)}"])
-    assert stop.value.code == 2
-    assert "export of 3D networks is not supported yet" in capsys.readouterr().err
+    model = tmp_path / "tiny3d.onnx"
+    export.main([f"ckpt_path={_tiny_3d_checkpoint(tmp_path)}", f"output={model}"])
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    assert sidecar["spatial_dims"] == 3 and sidecar["max_abs_difference_vs_pytorch"] < 1e-4
 
 
 def _tiny_3d_checkpoint(tmp_path: Path) -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from unet_lab.config.compose import compose_config
-from unet_lab.errors import InputError, input_errors_exit
-from unet_lab.inference.export import CHECK_SIZES, export, model_suffix, sidecar_path
+from unet_lab.errors import input_errors_exit
+from unet_lab.inference.export import check_sizes, export, model_suffix, sidecar_path
 from unet_lab.inference.trained import load_trained
 from unet_lab.runs.folders import run_dir_of_checkpoint
 
@@ -23,11 +23,6 @@ def run(cfg: DictConfig) -> Path:
     suffix = model_suffix(cfg.format)
     checkpoint = Path(cfg.ckpt_path)
     trained = load_trained(checkpoint)
-    if int(getattr(trained.net, "spatial_dims", 2)) != 2:
-        raise InputError(
-            f"{checkpoint}: export of 3D networks is not supported yet; predict.py runs the "
-            "checkpoint itself"
-        )
     if cfg.output:
         path = Path(cfg.output)
     else:  # export/ in the checkpoint's run folder, or beside a checkpoint kept elsewhere
@@ -42,7 +37,8 @@ def run(cfg: DictConfig) -> Path:
         source=str(checkpoint.resolve()),
     )
     print(f"wrote {path} and {sidecar_path(path).name}")
-    print(f"{cfg.format} vs PyTorch on sizes {CHECK_SIZES}: max abs difference {difference:.2e}")
+    sizes = check_sizes(trained.net)
+    print(f"{cfg.format} vs PyTorch on sizes {sizes}: max abs difference {difference:.2e}")
     return path
 
 

@@ -22,6 +22,9 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 MAX_SIDE = 16384
 # Verification inputs: non-square, odd sizes (multiplied by the pooling grid's minimum).
 CHECK_SIZES = ((1, 37, 53), (2, 61, 30))
+# The same for 3D networks: (batch, depth, height, width).
+CHECK_SIZES_3D = ((1, 13, 37, 21), (2, 19, 17, 30))
+AXIS_NAMES = ("depth", "height", "width")
 
 
 def _onnx_runtime() -> Any:
@@ -57,12 +60,28 @@ def _fit(net: nn.Module, side: int) -> int:
     return first + max(0, -(-(side - first) // step)) * step
 
 
+def check_sizes(net: nn.Module) -> tuple[tuple[int, ...], ...]:
+    """The (batch, *spatial) sizes an export is checked on: odd and non-square (non-cubic)."""
+    return CHECK_SIZES_3D if _spatial_dims(net) == 3 else CHECK_SIZES
+
+
+def _spatial_dims(net: nn.Module) -> int:
+    return int(getattr(net, "spatial_dims", 2))
+
+
+def _example(net: nn.Module, channels: int) -> torch.Tensor:
+    """An input to trace or export with: 64 px per axis (32 for volumes), fitted to ``net``."""
+    dims = _spatial_dims(net)
+    side = _fit(net, 32 if dims == 3 else 64)
+    return torch.randn(1, channels, *[side] * dims)
+
+
 def _largest_difference(trained: TrainedNetwork, run: Any) -> float:
     """The largest absolute difference of the logits between ``run(image)`` (the exported
     model) and PyTorch over :data:`CHECK_SIZES`."""
     worst = 0.0
-    for batch, height, width in CHECK_SIZES:
-        sides = (_fit(trained.net, height), _fit(trained.net, width))
+    for batch, *spatial in check_sizes(trained.net):
+        sides = [_fit(trained.net, side) for side in spatial]
         image = torch.randn(batch, trained.in_channels, *sides)
         logits = np.asarray(run(image))
         with torch.no_grad():
@@ -79,9 +98,9 @@ def export_torchscript(trained: TrainedNetwork, path: Path) -> float:
     """Traces the network (its padding and crops have no size branches while tracing, so the
     module takes any size) and writes ``path``; returns the check against PyTorch."""
     net = trained.net.eval()
-    size = _fit(net, 64)
+    example = _example(net, trained.in_channels)
     with torch.no_grad():
-        module = torch.jit.trace(net, torch.randn(1, trained.in_channels, size, size))
+        module = torch.jit.trace(net, example)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(module, str(path))
     loaded = torch.jit.load(str(path))
@@ -98,15 +117,14 @@ def export_onnx(trained: TrainedNetwork, path: Path, opset: int) -> float:
     ort = _onnx_runtime()
     net = trained.net.eval()
     multiple = int(getattr(net, "size_multiple", 1))
-    size = _fit(net, 64)
-    example = torch.randn(1, trained.in_channels, size, size)
+    example = _example(net, trained.in_channels)
     path.parent.mkdir(parents=True, exist_ok=True)
     traced = getattr(net, "valid_sizes", None) is not None
-    dims = {
-        0: torch.export.Dim("batch", min=1, max=1024),
-        2: torch.export.Dim("height", min=max(2, multiple), max=MAX_SIDE),
-        3: torch.export.Dim("width", min=max(2, multiple), max=MAX_SIDE),
-    }
+    names = AXIS_NAMES[-(example.ndim - 2) :]
+    dims = {0: torch.export.Dim("batch", min=1, max=1024)}
+    for axis, name in enumerate(names, start=2):
+        dims[axis] = torch.export.Dim(name, min=max(2, multiple), max=MAX_SIDE)
+    axes = {0: "batch", **{axis: name for axis, name in enumerate(names, start=2)}}
     (argument,) = inspect.signature(net.forward).parameters
     torch.onnx.export(
         net,
@@ -116,7 +134,7 @@ def export_onnx(trained: TrainedNetwork, path: Path, opset: int) -> float:
         output_names=["logits"],
         opset_version=opset,
         dynamo=not traced,
-        dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}} if traced else None,
+        dynamic_axes={"image": axes} if traced else None,
         dynamic_shapes=None if traced else {argument: dims},
         verbose=False,
     )
@@ -140,6 +158,7 @@ class ExportedNetwork(nn.Module):
         self.num_classes = int(meta["out_channels"])
         self.output_margin = meta.get("output_margin")
         self.valid_sizes = meta.get("valid_sizes")
+        self.spatial_dims = int(meta.get("spatial_dims", 2))
 
     def check_size(self, side: int) -> None:
         if self.valid_sizes is None:
@@ -205,8 +224,9 @@ def load_exported(path: Path) -> TrainedNetwork:
         list(meta["class_names"]),
         int(meta["in_channels"]),
         Normalizer.from_state_dict(meta["normalization"]),
-        {"model": meta["model"]},
+        {"model": meta["model"], "data": {"patch_size": meta.get("patch_size")}},
         float(meta.get("scale", 1.0)),  # sidecars from before data.scale: 1
+        meta.get("preprocessing"),  # volumes: what new cases need
     )
 
 
@@ -256,6 +276,9 @@ def export(
         "opset": int(opset),
         "checkpoint": source,
         "model": trained.config.get("model"),
+        "spatial_dims": _spatial_dims(trained.net),
+        "patch_size": trained.config.get("data", {}).get("patch_size"),
+        "preprocessing": trained.preprocessing,
         "max_abs_difference_vs_pytorch": difference,
     }
     sidecar_path(path).write_text(json.dumps(meta, indent=2) + "\n")
