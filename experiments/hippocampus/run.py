@@ -32,7 +32,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import command_line, publish  # noqa: E402
+from common import command_line, machine, publish  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "hippocampus"
 CLASSES = ("anterior", "posterior")
@@ -107,6 +107,8 @@ def main() -> None:
         f"# Hippocampus (MSD Task04), fold {options.fold} of 5, {options.epochs} epochs",
         "",
         f"Command: `{command_line(__file__)}`",
+        "",
+        f"Machine: {machine()}",
         "",
         "| model | Dice anterior | Dice posterior | mean Dice | HD95 mm (mean) | s/step | "
         "preprocessing s | peak memory MiB |",

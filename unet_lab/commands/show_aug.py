@@ -18,6 +18,7 @@ import numpy as np
 from unet_lab.config.compose import compose_train_config, instantiate
 from unet_lab.data.dataset import as_unit_float
 from unet_lab.data.volumes.datamodule import VolumeDataModule
+from unet_lab.data.volumes.patches import busiest_slice
 from unet_lab.errors import input_errors_exit
 from unet_lab.pictures import GAP, colour, display, side_by_side, write_rgb
 from unet_lab.training.build import build_datamodule
@@ -60,7 +61,7 @@ def augmentation_grid(
 
 def _slice(volume: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The slice ``(H, W, 1)`` of a volume's first channel with the most foreground."""
-    depth = int(np.argmax((np.asarray(labels) > 0).sum(axis=(1, 2))))
+    depth = busiest_slice(labels)
     return np.asarray(volume)[0, depth][..., None], np.asarray(labels)[depth]
 
 

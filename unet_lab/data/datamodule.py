@@ -61,9 +61,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         super().__init__()
         self.normalizer = Normalizer(normalization, mean, std)
         self.batch_size = check_int("batch_size", batch_size, 1)
-        self.num_workers = (
-            "auto" if num_workers == "auto" else check_int("num_workers", num_workers, 0)
-        )
+        self.num_workers = check_workers(num_workers)
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.datasets: dict[str, SegmentationArrayDataset] = {}
@@ -135,7 +133,7 @@ class InMemoryDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[self._dataset_key(split, self._stage())]
         sampler = None if shuffle else self._evaluation_sampler(dataset)
-        workers = self._workers()
+        workers = loader_workers(self.num_workers, self.trainer)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if shuffle else self.eval_batch_size(),
@@ -145,14 +143,8 @@ class InMemoryDataModule(pl.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             worker_init_fn=seed_worker if workers > 0 else None,
-            pin_memory=self._on_gpu(),
+            pin_memory=on_gpu(self.trainer),
         )
-
-    def _workers(self) -> int:
-        if isinstance(self.num_workers, int):
-            return self.num_workers
-        processes = self.trainer.num_devices if self.trainer is not None else 1
-        return auto_workers(self._on_gpu(), processes)
 
     def _evaluation_sampler(self, dataset: SegmentationArrayDataset) -> Sampler | None:
         """Under DDP, each validation/test image on exactly one rank (Lightning's default
@@ -165,9 +157,6 @@ class InMemoryDataModule(pl.LightningDataModule):
             dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
-    def _on_gpu(self) -> bool:
-        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
@@ -176,6 +165,25 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def check_workers(num_workers: int | str) -> int | str:
+    """``num_workers`` as given: ``auto``, or a count of 0 or more."""
+    return "auto" if num_workers == "auto" else check_int("num_workers", num_workers, 0)
+
+
+def on_gpu(trainer: pl.Trainer | None) -> bool:
+    """Whether ``trainer`` runs on a CUDA device."""
+    return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+
+def loader_workers(num_workers: int | str, trainer: pl.Trainer | None) -> int:
+    """DataLoader workers: the count given, or for ``auto`` :func:`auto_workers` for the
+    trainer's device and processes."""
+    if isinstance(num_workers, int):
+        return num_workers
+    processes = trainer.num_devices if trainer is not None else 1
+    return auto_workers(on_gpu(trainer), processes)
 
 
 def auto_workers(on_gpu: bool, processes: int = 1) -> int:

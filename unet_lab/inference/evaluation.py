@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from unet_lab.config.compose import compose_train_config, instantiate
 from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.data.volumes.io import read_label_volume
+from unet_lab.data.volumes.patches import busiest_slice
 from unet_lab.errors import InputError
 from unet_lab.inference.trained import TrainedNetwork
 from unet_lab.inference.volumes import is_volume_network, predict_volume, read_case
@@ -139,7 +140,7 @@ def _evaluate_volumes(
         truth = read_label_volume(case.label, len(trained.class_names)).array
         prediction = predict_volume(trained, image, volume.affine, predictor, device).argmax(0)
         scores.add(case.name, prediction, truth, volume.spacing)
-        k = int(np.argmax((truth > 0).sum(axis=(0, 1))))  # the slice with the most foreground
+        k = busiest_slice(truth, axis=2)
         picture = (
             image[:, :, k, :1],
             truth[:, :, k],

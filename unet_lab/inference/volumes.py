@@ -30,7 +30,7 @@ def is_volume_network(trained: TrainedNetwork) -> bool:
 def default_tile_size(trained: TrainedNetwork) -> int | list[int]:
     """The sliding window's tiles when ``window.tile_size`` is null: a volume network's
     training patch (it has seen nothing larger), else :data:`IMAGE_TILE` pixels."""
-    if is_volume_network(trained):
+    if int(getattr(trained.net, "spatial_dims", 2)) == 3:
         return [int(side) for side in trained.config["data"]["patch_size"]]
     return IMAGE_TILE
 

@@ -20,6 +20,7 @@ from unet_lab.arguments import check_choice, check_int
 from unet_lab.data.augmentation import as_tuples
 from unet_lab.data.augmentation import random_state as augmentation_random_state
 from unet_lab.data.augmentation import set_random_state as set_augmentation_random_state
+from unet_lab.data.volumes.patches import busiest_slice
 from unet_lab.models.blocks import center_crop
 from unet_lab.runs.checkpoints import CONFIG_KEY, DATA_KEY
 from unet_lab.training.csv_logger import ResumableCSVLogger
@@ -317,7 +318,7 @@ class ValidationImages(pl.Callback):
             image = center_crop(batch["image"][i], target.shape[1:])
             truth, pred = target[i], outputs["preds"][i]
             if truth.ndim == 3:  # a volume: its slice with the most foreground
-                depth = int((truth > 0).flatten(1).sum(dim=1).argmax())
+                depth = busiest_slice(truth.cpu().numpy())
                 image, truth, pred = image[:, depth], truth[depth], pred[depth]
             images.append(_display_image(image))
             truths.append(truth)

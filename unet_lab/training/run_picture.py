@@ -11,8 +11,10 @@ import numpy as np
 import torch
 
 from unet_lab.data.datamodule import InMemoryDataModule
+from unet_lab.data.volumes.patches import busiest_slice
 from unet_lab.inference.sliding_window import SlidingWindowPredictor
 from unet_lab.inference.trained import TrainedNetwork, load_trained
+from unet_lab.inference.volumes import default_tile_size
 from unet_lab.pictures import write_prediction_picture
 
 log = logging.getLogger("unet_lab")
@@ -47,11 +49,11 @@ def _volume_slices(
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """For each preprocessed volume ``(C, D, H, W)``: the slice ``(H, W, 1)`` (first channel)
     where its labels hold the most foreground, with its true and predicted labels."""
-    window = SlidingWindowPredictor(tile_size=trained.config["data"]["patch_size"])
+    window = SlidingWindowPredictor(tile_size=default_tile_size(trained))
     images, labels, predictions = [], [], []
     for volume, truth in zip(volumes, truths, strict=True):
         probs = window(trained.net, torch.from_numpy(np.array(volume, dtype=np.float32)))
-        depth = int(np.argmax((truth > 0).sum(axis=(1, 2))))
+        depth = busiest_slice(truth)
         images.append(np.asarray(volume[0, depth])[..., None])
         labels.append(np.asarray(truth[depth]))
         predictions.append(probs.argmax(dim=0)[depth].numpy())

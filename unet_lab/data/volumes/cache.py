@@ -127,9 +127,6 @@ class VolumeCache:
             locations,
         )
 
-    def geometry(self, name: str) -> dict[str, Any]:
-        return json.loads((self.folder / f"{name}.json").read_text())
-
 
 def _stale(lock: Path) -> bool:
     """Whether ``lock`` names a process of this machine that no longer runs."""

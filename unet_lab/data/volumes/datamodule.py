@@ -13,7 +13,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from unet_lab.arguments import InvalidArgumentError, check_float, check_int
-from unet_lab.data.datamodule import auto_workers
+from unet_lab.data.datamodule import check_workers, loader_workers, on_gpu
 from unet_lab.data.files import DataError
 from unet_lab.data.normalization import Normalizer
 from unet_lab.data.volumes.patches import PatchDataset, VolumeCase, WholeVolumeDataset
@@ -69,9 +69,7 @@ class VolumeDataModule(pl.LightningDataModule):
         self.foreground_oversample = check_float(
             "foreground_oversample", foreground_oversample, 0.0, 1.0
         )
-        self.num_workers = (
-            "auto" if num_workers == "auto" else check_int("num_workers", num_workers, 0)
-        )
+        self.num_workers = check_workers(num_workers)
         self.train_transform = train_transform
         self.seed = seed
         # Normalization happens once, in preprocessing: the network sees the cases as cached.
@@ -127,17 +125,8 @@ class VolumeDataModule(pl.LightningDataModule):
             if split not in self.datasets and self.has_split(split):
                 self.datasets[split] = WholeVolumeDataset(self.cases(split))
 
-    def _workers(self) -> int:
-        if isinstance(self.num_workers, int):
-            return self.num_workers
-        processes = self.trainer.num_devices if self.trainer is not None else 1
-        return auto_workers(self._on_gpu(), processes)
-
-    def _on_gpu(self) -> bool:
-        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-
     def train_dataloader(self) -> DataLoader:
-        workers = self._workers()
+        workers = loader_workers(self.num_workers, self.trainer)
         return DataLoader(
             self.datasets["train"],
             batch_size=self.batch_size,
@@ -145,7 +134,7 @@ class VolumeDataModule(pl.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             worker_init_fn=_seed_patch_worker if workers > 0 else None,
-            pin_memory=self._on_gpu(),
+            pin_memory=on_gpu(self.trainer),
         )
 
     def _evaluation_loader(self, split: str) -> DataLoader:
@@ -161,7 +150,7 @@ class VolumeDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
-        return DataLoader(dataset, batch_size=1, sampler=sampler, pin_memory=self._on_gpu())
+        return DataLoader(dataset, batch_size=1, sampler=sampler, pin_memory=on_gpu(self.trainer))
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader("val")

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from unet_lab.arguments import check_choice, check_float, check_int
@@ -22,6 +21,7 @@ from unet_lab.data.volumes.io import (
     VOLUME_SUFFIXES,
     Volume,
     check_pair,
+    read_affine,
     read_label_volume,
     read_volume,
 )
@@ -256,14 +256,8 @@ class VolumeFolderDataModule(VolumeDataModule):
         )
 
     def _spacing(self, case: Case) -> tuple[float, float, float]:
-        """A case's canonical spacing, from its header alone where the format allows."""
-        path = case.images[0]
-        affine = (
-            nib.load(path).affine  # type: ignore[attr-defined]
-            if path.name.endswith((".nii", ".nii.gz"))
-            else read_volume(path, self.file_spacing).affine
-        )
-        return canonical_spacing(affine)
+        """A case's canonical spacing, from its header alone."""
+        return canonical_spacing(read_affine(case.images[0], self.file_spacing))
 
     def _read(self, case: Case) -> tuple[np.ndarray, np.ndarray, Volume]:
         """Channels ``(I, J, K, C)`` and labels ``(I, J, K)`` of a case, checked together."""
@@ -312,7 +306,9 @@ def preprocess_arrays(
     """One case as training and prediction see it: ``image`` ``(I, J, K, C)`` (and ``labels``
     ``(I, J, K)``, or None for prediction) reoriented, cropped, resampled and normalized.
     Returns ``(C, D, H, W)`` float32, ``(D, H, W)`` uint8 (zeros without labels) and the
-    geometry that puts predictions back (:class:`~unet_lab.data.volumes.preprocessing.Geometry`)."""
+    geometry that puts predictions back: the file's ``shape`` and ``affine``, the
+    ``orientation`` to RAS+, the ``canonical_shape`` before cropping, the ``crop`` box per
+    canonical axis and the canonical ``spacing`` before resampling."""
     channels, spacing, orientation = canonical(image, affine)
     canonical_shape = [int(n) for n in channels.shape[1:]]
     truth = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -225,11 +226,16 @@ def _read_itk(path: Path) -> Arrays:
     if image.GetDimension() != 3:
         raise DataError(f"{path}: {image.GetDimension()}D image; expected a 3D volume")
     array = np.swapaxes(sitk.GetArrayFromImage(image), 0, 2)  # (z, y, x[, c]) -> (I, J, K[, C])
+    return array, _itk_affine(image)
+
+
+def _itk_affine(image: Any) -> np.ndarray:
+    """The RAS+ affine of a SimpleITK image or reader (direction, spacing, origin: LPS)."""
     direction = np.reshape(image.GetDirection(), (3, 3))
     affine = np.eye(4)
     affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
     affine[:3, 3] = LPS_TO_RAS @ np.asarray(image.GetOrigin())
-    return array, affine
+    return affine
 
 
 def _read_tiff(path: Path, spacing: Sequence[float] | None) -> Arrays:
@@ -249,13 +255,40 @@ def _read_tiff(path: Path, spacing: Sequence[float] | None) -> Arrays:
         )
     if not depth:
         raise DataError(f"{path}: a single 2D image, not a volume (a stack of pages)")
+    order = [named.index("X"), named.index("Y"), depth[0], *channel]
+    return np.transpose(stack, order), _tiff_affine(path, spacing)
+
+
+def _tiff_affine(path: Path, spacing: Sequence[float] | None) -> np.ndarray:
+    """The diagonal affine of a TIFF stack from the user's ``data.spacing``."""
     if spacing is None:
         raise DataError(f"{path}: a TIFF stack stores no voxel size; set data.spacing (x, y, z)")
     sizes = np.asarray(spacing, dtype=np.float64)
     if sizes.shape != (3,) or not np.all(np.isfinite(sizes) & (sizes > 0)):
         raise DataError(f"{path}: data.spacing must be 3 positive sizes (x, y, z), got {spacing}")
-    order = [named.index("X"), named.index("Y"), depth[0], *channel]
-    return np.transpose(stack, order), np.diag([*sizes, 1.0])
+    return np.diag([*sizes, 1.0])
+
+
+def read_affine(path: str | Path, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """A volume's voxel -> RAS+ affine from its header alone (the voxels are not read); TIFF
+    stacks take ``spacing`` as :func:`read_volume` does."""
+    path = Path(path)
+    suffix = _suffix_or_error(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if suffix not in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        return _tiff_affine(path, spacing)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            return np.asarray(nib.load(path).affine, dtype=np.float64)  # type: ignore[attr-defined]
+        import SimpleITK as sitk  # slow to import; only needed here
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return _itk_affine(reader)
+    except Exception as error:
+        raise DataError(f"{path}: cannot be read as a volume ({_reason(error)})") from error
 
 
 def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, like: Volume | None) -> None:

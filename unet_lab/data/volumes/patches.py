@@ -39,6 +39,13 @@ class VolumeCase:
         return tuple(int(s) for s in self.label.shape)  # type: ignore[return-value]
 
 
+def busiest_slice(labels: np.ndarray, axis: int = 0) -> int:
+    """The index along ``axis`` of the slice of ``labels`` with the most foreground (class > 0):
+    what pictures of a volume show."""
+    others = tuple(a for a in range(labels.ndim) if a != axis)
+    return int(np.argmax((np.asarray(labels) > 0).sum(axis=others)))
+
+
 def class_locations(
     label: np.ndarray, num_classes: int, rng: np.random.Generator, most: int = MAX_LOCATIONS
 ) -> dict[int, np.ndarray]:

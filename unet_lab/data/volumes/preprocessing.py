@@ -11,8 +11,7 @@ posterior -> anterior and W left -> right, and spacings are ``(d, h, w)`` millim
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
@@ -25,28 +24,6 @@ NORMALIZATIONS = ("mr", "ct", "none")
 # axis is then resampled with nearest-neighbour interpolation, as nnU-Net does.
 ANISOTROPY = 3.0
 RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
-
-
-@dataclass
-class Geometry:
-    """Where a preprocessed case came from, to put predictions back into the input's space.
-
-    Attributes:
-        shape: the file's spatial shape ``(I, J, K)``.
-        affine: the file's voxel -> RAS+ affine (4 x 4, as nested lists).
-        orientation: nibabel's orientation of the file's axes to RAS+ ``(3, 2)``.
-        crop: ``[[start, stop], ...]`` of the non-zero region, per canonical axis (D, H, W).
-        spacing: canonical spacing before resampling ``(d, h, w)``.
-    """
-
-    shape: list[int]
-    affine: list[list[float]]
-    orientation: list[list[float]]
-    crop: list[list[int]]
-    spacing: list[float]
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -136,22 +113,22 @@ def resample(
     if tuple(channels.shape[1:]) == new_shape:
         return array
     factors = [n / o for n, o in zip(new_shape, channels.shape[1:], strict=True)]
+    coarse = int(np.argmax(spacing))
+    anisotropic = max(spacing) > ANISOTROPY * min(spacing)
     out = []
     for channel in channels:
         if is_label:
-            out.append(ndimage.zoom(channel, factors, order=0, mode="nearest", grid_mode=True))
-            continue
-        coarse = int(np.argmax(spacing))
-        anisotropic = max(spacing) > ANISOTROPY * min(spacing)
-        first = [1.0 if (anisotropic and axis == coarse) else f for axis, f in enumerate(factors)]
-        resampled = ndimage.zoom(
-            channel.astype(np.float32), first, order=3, mode="nearest", grid_mode=True
-        )
-        if anisotropic and factors[coarse] != 1.0:
-            second = [factors[coarse] if axis == coarse else 1.0 for axis in range(3)]
-            resampled = ndimage.zoom(resampled, second, order=0, mode="nearest", grid_mode=True)
+            resampled = ndimage.zoom(channel, factors, order=0, mode="nearest", grid_mode=True)
+        else:
+            first = [1.0 if (anisotropic and a == coarse) else f for a, f in enumerate(factors)]
+            resampled = ndimage.zoom(
+                channel.astype(np.float32), first, order=3, mode="nearest", grid_mode=True
+            )
+            if anisotropic and factors[coarse] != 1.0:
+                second = [factors[coarse] if a == coarse else 1.0 for a in range(3)]
+                resampled = ndimage.zoom(resampled, second, order=0, mode="nearest", grid_mode=True)
         out.append(_fit(resampled, new_shape))
-    result = np.stack([_fit(c, new_shape) for c in out]) if is_label else np.stack(out)
+    result = np.stack(out)
     return result if array.ndim == 4 else result[0]
 
 
