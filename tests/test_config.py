@@ -159,6 +159,7 @@ BAD_CONFIGS = [
     ("model.depth=0", ["model.depth", "an integer in 1..7"]),
     ("model.up_mode=cubic", ["model.up_mode", "transpose, bilinear, nearest"]),
     ("model.dropout=1.5", ["model.dropout", "0.0..1.0"]),
+    ("model.spacing=[1,2,3]", ["model.spacing", "2 positive sizes"]),
     ("loss.smooth=-1", ["loss.smooth", ">= 0.0"]),
     ("data.num_classes=12", ["data.num_classes", "2..6"]),
     ("data.normalization=zscore", ["data.normalization", "image, dataset, fixed, none"]),

@@ -47,7 +47,7 @@ def test_the_sidecar_says_how_to_use_the_model(exported) -> None:
     trained = load_trained(checkpoint)
     assert meta["class_names"] == trained.class_names and meta["in_channels"] == 3
     assert meta["normalization"]["mode"] == "dataset" and len(meta["normalization"]["mean"]) == 3
-    assert meta["size_multiple"] == 4 and meta["max_abs_difference_vs_pytorch"] < 1e-4
+    assert meta["size_multiple"] == [4, 4] and meta["max_abs_difference_vs_pytorch"] < 1e-4
 
 
 def test_predict_with_the_onnx_model_gives_the_checkpoints_masks(exported, tmp_path: Path) -> None:

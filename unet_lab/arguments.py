@@ -6,7 +6,7 @@ the config group in front of it (``model.depth``) so users see the exact key to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -44,6 +44,14 @@ def check_float(
     if not is_number or (low is not None and value < low) or (high is not None and value > high):
         raise InvalidArgumentError(name, value, _range_text("a number", low, high))
     return float(value)
+
+
+def per_axis(value: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    """One size per spatial axis from one for all axes (an int) or one per axis (a sequence,
+    e.g. a network's per-axis pooling grid ``size_multiple``)."""
+    if isinstance(value, int):
+        return (value,) * spatial_dims
+    return tuple(int(v) for v in value)
 
 
 def _range_text(kind: str, low: float | None, high: float | None) -> str:

@@ -34,11 +34,14 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from unet_lab.arguments import InvalidArgumentError
+from unet_lab.arguments import InvalidArgumentError, per_axis
 from unet_lab.errors import ConfigError, InputError, config_error, first_line
 
 # Keys whose value our own code resolves before the target sees it (value: what it accepts).
-OWN_VALUES: dict[str, tuple[Any, ...]] = {"trainer.precision": ("auto",)}
+OWN_VALUES: dict[str, tuple[Any, ...]] = {
+    "trainer.precision": ("auto",),
+    "model.spacing": ("auto",),
+}
 
 # Ranges (low, high; None: open) of arguments that their third-party class only checks late or
 # never. Keys are config paths; a preset that drops a key drops its check.
@@ -321,13 +324,22 @@ def check_fit(
         return
     sides = [train_side] if isinstance(train_side, int) else [int(s) for s in train_side]
     given = train_side if isinstance(train_side, int) else list(sides)
-    if min(sides) < multiple:
-        depth = int(multiple).bit_length() - 1  # the pooling grid is 2**depth
-        fits = min(sides).bit_length() - 1
+    grid = per_axis(multiple, data_dims)
+    short = [
+        (side, need)
+        for side, need in zip(per_axis(train_side, data_dims), grid, strict=True)
+        if side < need
+    ]
+    if short:
+        depth = getattr(net, "depth", max(grid).bit_length() - 1)
+        side, need = min(short)
+        unit = "px" if data_dims == 2 else "voxels"
+        # Pooled along every axis at every level, the depth that fits follows from the side.
+        fits = f"<={min(sides).bit_length() - 1}" if len(set(grid)) == 1 else " smaller"
         raise ConfigError(
-            f"model.depth={depth} is too deep for {min(sides)} px training inputs "
-            f"({side_key}={given}): its deepest level needs at least {multiple} px; use "
-            f"model.depth<={fits} or larger inputs"
+            f"model.depth={depth} is too deep for {side} {unit} training inputs "
+            f"({side_key}={given}): its deepest level needs at least {need} {unit} along that "
+            f"axis; use model.depth{fits} or larger inputs"
         )
     check_size = getattr(net, "check_size", None)
     if check_size is not None and int(getattr(net, "output_margin", 0)) > 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unet_lab.arguments import per_axis
 from unet_lab.data.normalization import Normalizer
 from unet_lab.errors import InputError, first_line
 from unet_lab.inference.trained import TrainedNetwork
@@ -49,15 +51,17 @@ def sidecar_path(model: Path) -> Path:
     return model.with_suffix(".json")
 
 
-def _fit(net: nn.Module, side: int) -> int:
-    """``side``, at least the pooling grid's minimum, and for a network that takes valid sizes
-    only (``valid_sizes``: ``unet_paper`` with ``context=none``) the next valid side."""
-    side = max(side, int(getattr(net, "size_multiple", 1)))
+def _fit(net: nn.Module, sides: Sequence[int]) -> list[int]:
+    """``sides``, each at least the pooling grid's minimum along its axis, and for a network
+    that takes valid sizes only (``valid_sizes``: ``unet_paper`` with ``context=none``) the
+    next valid side."""
+    grid = per_axis(getattr(net, "size_multiple", 1), len(sides))
+    fitted = [max(side, need) for side, need in zip(sides, grid, strict=True)]
     valid = getattr(net, "valid_sizes", None)
     if valid is None:
-        return side
+        return fitted
     first, step = valid
-    return first + max(0, -(-(side - first) // step)) * step
+    return [first + max(0, -(-(side - first) // step)) * step for side in fitted]
 
 
 def check_sizes(net: nn.Module) -> tuple[tuple[int, ...], ...]:
@@ -72,8 +76,7 @@ def _spatial_dims(net: nn.Module) -> int:
 def _example(net: nn.Module, channels: int) -> torch.Tensor:
     """An input to trace or export with: 64 px per axis (32 for volumes), fitted to ``net``."""
     dims = _spatial_dims(net)
-    side = _fit(net, 32 if dims == 3 else 64)
-    return torch.randn(1, channels, *[side] * dims)
+    return torch.randn(1, channels, *_fit(net, [32 if dims == 3 else 64] * dims))
 
 
 def _largest_difference(trained: TrainedNetwork, run: Any) -> float:
@@ -81,8 +84,7 @@ def _largest_difference(trained: TrainedNetwork, run: Any) -> float:
     model) and PyTorch over :data:`CHECK_SIZES`."""
     worst = 0.0
     for batch, *spatial in check_sizes(trained.net):
-        sides = [_fit(trained.net, side) for side in spatial]
-        image = torch.randn(batch, trained.in_channels, *sides)
+        image = torch.randn(batch, trained.in_channels, *_fit(trained.net, spatial))
         logits = np.asarray(run(image))
         with torch.no_grad():
             expected = trained.net(image).numpy()
@@ -116,13 +118,13 @@ def export_onnx(trained: TrainedNetwork, path: Path, opset: int) -> float:
     ``first + k step`` sides and would fix the size."""
     ort = _onnx_runtime()
     net = trained.net.eval()
-    multiple = int(getattr(net, "size_multiple", 1))
     example = _example(net, trained.in_channels)
+    grid = per_axis(getattr(net, "size_multiple", 1), example.ndim - 2)
     path.parent.mkdir(parents=True, exist_ok=True)
     traced = getattr(net, "valid_sizes", None) is not None
     names = AXIS_NAMES[-(example.ndim - 2) :]
     dims = {0: torch.export.Dim("batch", min=1, max=1024)}
-    for axis, name in enumerate(names, start=2):
+    for axis, (name, multiple) in enumerate(zip(names, grid, strict=True), start=2):
         dims[axis] = torch.export.Dim(name, min=max(2, multiple), max=MAX_SIDE)
     axes = {0: "batch", **{axis: name for axis, name in enumerate(names, start=2)}}
     (argument,) = inspect.signature(net.forward).parameters
@@ -154,11 +156,12 @@ class ExportedNetwork(nn.Module):
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         super().__init__()
         self.name = path.name
-        self.size_multiple = int(meta["size_multiple"])
+        self.spatial_dims = int(meta.get("spatial_dims", 2))
+        # One int in sidecars before 0.2 (the same grid along every axis).
+        self.size_multiple = per_axis(meta["size_multiple"], self.spatial_dims)
         self.num_classes = int(meta["out_channels"])
         self.output_margin = meta.get("output_margin")
         self.valid_sizes = meta.get("valid_sizes")
-        self.spatial_dims = int(meta.get("spatial_dims", 2))
 
     def check_size(self, side: int) -> None:
         if self.valid_sizes is None:
@@ -269,7 +272,9 @@ def export(
         "scale": trained.scale,
         "scale_use": "images resampled by scale (area interpolation) before the network; its "
         "softmax probabilities resampled back to the image's size (bilinear) before the argmax",
-        "size_multiple": int(getattr(trained.net, "size_multiple", 1)),
+        "size_multiple": list(
+            per_axis(getattr(trained.net, "size_multiple", 1), _spatial_dims(trained.net))
+        ),
         "output_margin": int(getattr(trained.net, "output_margin", 0)),
         "valid_sizes": getattr(trained.net, "valid_sizes", None),
         "tile_size": int(tile_size),

@@ -18,7 +18,13 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from unet_lab.arguments import InvalidArgumentError, check_choice, check_float, check_int
+from unet_lab.arguments import (
+    InvalidArgumentError,
+    check_choice,
+    check_float,
+    check_int,
+    per_axis,
+)
 from unet_lab.inference.trained import probabilities
 from unet_lab.models.blocks import mirror_pad
 
@@ -129,16 +135,16 @@ class SlidingWindowPredictor:
         margin = self._margin(net, image, tile, device)
         # Tiles start on the network's pooling grid, so each tile pools the pixels the whole
         # image would (with unpadded networks overlap-tile is then exact).
-        align = int(getattr(net, "size_multiple", 1))
+        aligns = per_axis(getattr(net, "size_multiple", 1), len(sides))
         # Output tile per axis: a padded network takes smaller inputs whole (no padding).
         out_tile = tuple(
             in_side - 2 * margin if margin else min(in_side, -(-side // align) * align)
-            for in_side, side in zip(tile, sides, strict=True)
+            for in_side, side, align in zip(tile, sides, aligns, strict=True)
         )
         # Room for whole tiles on the grid along each axis, and context for the borders.
         extra = [
             max(0, out - side) + -max(0, side - out) % align
-            for out, side in zip(out_tile, sides, strict=True)
+            for out, side, align in zip(out_tile, sides, aligns, strict=True)
         ]
         pad = [p for room in reversed(extra) for p in (margin, margin + room)]  # F.pad order
         padded = mirror_pad(image[None], pad)
@@ -146,7 +152,7 @@ class SlidingWindowPredictor:
             tile_starts(
                 side + room, out, max(align, round(out * (1 - self.overlap)) // align * align)
             )
-            for side, room, out in zip(sides, extra, out_tile, strict=True)
+            for side, room, out, align in zip(sides, extra, out_tile, aligns, strict=True)
         ]
         dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
         weight = (

@@ -36,21 +36,32 @@ class BlockSpec:
     valid: bool = False
 
 
-def _conv_norm(c_in: int, c_out: int, spec: BlockSpec) -> list[nn.Module]:
-    padding = 0 if spec.valid else 1
+Size = int | tuple[int, ...]  # one side for every axis, or one per axis
+
+
+def _conv_norm(c_in: int, c_out: int, spec: BlockSpec, kernel: Size) -> list[nn.Module]:
+    padding: Size = 0
+    if not spec.valid:
+        padding = kernel // 2 if isinstance(kernel, int) else tuple(k // 2 for k in kernel)
     return [
-        conv(spec.spatial_dims)(c_in, c_out, 3, padding=padding, bias=spec.norm == "none"),
+        conv(spec.spatial_dims)(c_in, c_out, kernel, padding=padding, bias=spec.norm == "none"),
         make_norm(spec.norm, spec.spatial_dims, c_out),
     ]
 
 
 class ConvBlock(nn.Sequential):
-    """Two (convolution 3x3, normalization, activation) layers, then optional spatial dropout."""
+    """Two (convolution, normalization, activation) layers, then optional spatial dropout.
+    ``kernel``: 3 (3x3), or one size per axis (1 along an axis too coarse to convolve)."""
 
-    def __init__(self, in_channels: int, out_channels: int, spec: BlockSpec) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, spec: BlockSpec, kernel: Size = 3
+    ) -> None:
         layers: list[nn.Module] = []
         for c_in in (in_channels, out_channels):
-            layers += [*_conv_norm(c_in, out_channels, spec), make_activation(spec.activation)]
+            layers += [
+                *_conv_norm(c_in, out_channels, spec, kernel),
+                make_activation(spec.activation),
+            ]
         layers.append(dropout(spec.spatial_dims, spec.dropout))
         super().__init__(*layers)
 
@@ -58,14 +69,16 @@ class ConvBlock(nn.Sequential):
 class ResidualBlock(nn.Module):
     """Two 3x3 convolutions with a shortcut (He et al., 2016): ``act(F(x) + shortcut(x))``; the
     shortcut is a 1x1 convolution when the channel count changes, and is centre-cropped when the
-    convolutions are unpadded."""
+    convolutions are unpadded. ``kernel`` as :class:`ConvBlock`'s."""
 
-    def __init__(self, in_channels: int, out_channels: int, spec: BlockSpec) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, spec: BlockSpec, kernel: Size = 3
+    ) -> None:
         super().__init__()
         self.residual = nn.Sequential(
-            *_conv_norm(in_channels, out_channels, spec),
+            *_conv_norm(in_channels, out_channels, spec, kernel),
             make_activation(spec.activation),
-            *_conv_norm(out_channels, out_channels, spec),
+            *_conv_norm(out_channels, out_channels, spec, kernel),
         )
         self.shortcut: nn.Module = nn.Identity()
         if in_channels != out_channels:
@@ -82,34 +95,45 @@ class ResidualBlock(nn.Module):
         return self.dropout(self.activation(residual + shortcut))
 
 
-def conv_block(in_channels: int, out_channels: int, spec: BlockSpec) -> nn.Module:
+def conv_block(in_channels: int, out_channels: int, spec: BlockSpec, kernel: Size = 3) -> nn.Module:
     """The block ``spec.block`` names: ``basic`` (:class:`ConvBlock`) or ``residual``."""
     if spec.block == "residual":
-        return ResidualBlock(in_channels, out_channels, spec)
-    return ConvBlock(in_channels, out_channels, spec)
+        return ResidualBlock(in_channels, out_channels, spec, kernel)
+    return ConvBlock(in_channels, out_channels, spec, kernel)
 
 
 class Down(nn.Sequential):
-    """Max-pool by 2, then a convolution block."""
+    """Max-pool by ``pool`` (2, or one factor per axis), then a convolution block."""
 
-    def __init__(self, in_channels: int, out_channels: int, spec: BlockSpec) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        spec: BlockSpec,
+        pool: Size = 2,
+        kernel: Size = 3,
+    ) -> None:
         super().__init__(
-            max_pool(spec.spatial_dims)(2), conv_block(in_channels, out_channels, spec)
+            max_pool(spec.spatial_dims)(pool), conv_block(in_channels, out_channels, spec, kernel)
         )
 
 
 class Upsample(nn.Module):
-    """Doubles the spatial size and maps ``in_channels`` to ``out_channels``.
+    """Multiplies the spatial size by ``scale`` (2, or one factor per axis: the pooling it
+    undoes) and maps ``in_channels`` to ``out_channels``.
 
     ``transpose`` is the paper's 2x2 up-convolution; ``bilinear``/``nearest`` apply a 1x1
     convolution at the low resolution first (4x cheaper than after), then interpolate.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mode: str, spatial_dims: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, mode: str, spatial_dims: int, scale: Size = 2
+    ) -> None:
         super().__init__()
         self.mode = mode
+        self.scale = scale if isinstance(scale, int) else tuple(float(s) for s in scale)
         if mode == "transpose":
-            self.proj = conv_transpose(spatial_dims)(in_channels, out_channels, 2, stride=2)
+            self.proj = conv_transpose(spatial_dims)(in_channels, out_channels, scale, stride=scale)
         else:
             self.proj = conv(spatial_dims)(in_channels, out_channels, 1)
         # 'bilinear' names the 2D case; the same interpolation in 3D is 'trilinear'.
@@ -120,7 +144,9 @@ class Upsample(nn.Module):
         if self.mode == "transpose":
             return x
         align = None if self.mode == "nearest" else False
-        return F.interpolate(x, scale_factor=2, mode=self.interpolation, align_corners=align)
+        return F.interpolate(
+            x, scale_factor=self.scale, mode=self.interpolation, align_corners=align
+        )
 
 
 class AttentionGate(nn.Module):
@@ -141,8 +167,8 @@ class AttentionGate(nn.Module):
 
 
 class Up(nn.Module):
-    """Upsample the deeper feature map, (centre-crop and optionally attention-gate) the skip
-    connection, concatenate, then a convolution block."""
+    """Upsample the deeper feature map by ``scale``, (centre-crop and optionally
+    attention-gate) the skip connection, concatenate, then a convolution block of ``kernel``."""
 
     def __init__(
         self,
@@ -151,11 +177,13 @@ class Up(nn.Module):
         up_mode: str,
         spec: BlockSpec,
         attention: bool = False,
+        scale: Size = 2,
+        kernel: Size = 3,
     ) -> None:
         super().__init__()
-        self.upsample = Upsample(in_channels, out_channels, up_mode, spec.spatial_dims)
+        self.upsample = Upsample(in_channels, out_channels, up_mode, spec.spatial_dims, scale)
         self.gate = AttentionGate(out_channels, spec.spatial_dims) if attention else None
-        self.block = conv_block(2 * out_channels, out_channels, spec)
+        self.block = conv_block(2 * out_channels, out_channels, spec, kernel)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.upsample(x)
@@ -214,9 +242,11 @@ def _mirror_index(x: torch.Tensor, axis: int, pad: Sequence[int]) -> torch.Tenso
     return torch.where(phase < n, phase, period - phase)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Mirror-pads the high end of every spatial axis up to a multiple of ``multiple``."""
-    extra = [-s % multiple for s in x.shape[2:]]
+def pad_to_multiple(x: torch.Tensor, multiple: Size) -> torch.Tensor:
+    """Mirror-pads the high end of every spatial axis up to a multiple of ``multiple`` (one
+    for every axis, or one per axis)."""
+    multiples = [multiple] * (x.ndim - 2) if isinstance(multiple, int) else list(multiple)
+    extra = [-s % m for s, m in zip(x.shape[2:], multiples, strict=True)]
     pad = [p for e in reversed(extra) for p in (0, e)]
     if torch.compiler.is_exporting() or torch.jit.is_tracing():
         # An exported graph takes any size: no branch on sizes, one reflection (maybe by 0).

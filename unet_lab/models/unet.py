@@ -3,7 +3,7 @@ the common variants as options: residual blocks, attention gates, deep supervisi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from unet_lab.arguments import check_choice, check_float, check_int
+from unet_lab.models.anisotropy import pooling_plan
 from unet_lab.models.blocks import (
     BLOCKS,
     UP_MODES,
@@ -34,7 +35,8 @@ def level_channels(depth: int, width: int, max_width: int | None = None) -> list
 
 class UNetFamily(nn.Module):
     """What every network of the family shares: checked arguments, the channels per level
-    (derived from depth, width and cap), the block spec and the pooling grid."""
+    (derived from depth, width and cap), the block spec and the pooling plan (per-axis pooling
+    and kernel sizes, from ``spacing``: :func:`~unet_lab.models.anisotropy.pooling_plan`)."""
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class UNetFamily(nn.Module):
         block: str,
         spatial_dims: int,
         valid: bool = False,
+        spacing: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         check_int("in_channels", in_channels, 1)
@@ -71,11 +74,14 @@ class UNetFamily(nn.Module):
         self.spatial_dims = spatial_dims
         self.channels = level_channels(depth, width, max_width)
         self.spec = BlockSpec(spatial_dims, norm, activation, dropout, block, valid)
+        self.spacing = None if spacing is None else [float(s) for s in spacing]
+        self.plan = pooling_plan(depth, spatial_dims, spacing)
 
     @property
-    def size_multiple(self) -> int:
-        """Spatial sizes that need no padding are multiples of this (the pooling grid)."""
-        return 2**self.depth
+    def size_multiple(self) -> tuple[int, ...]:
+        """Per spatial axis: sizes that need no padding are multiples of this (the pooling
+        grid; ``2**depth`` unless ``spacing`` spares a coarse axis some poolings)."""
+        return self.plan.grid
 
     @property
     def output_margin(self) -> int:
@@ -118,6 +124,10 @@ class UNet(UNetFamily):
             by 1/2^i. In evaluation it returns the output only.
         checkpointing: recompute block activations in the backward pass instead of storing
             them (``torch.utils.checkpoint``), trading compute for memory.
+        spacing: voxel size per spatial axis (``D, H, W``) of the data the network sees; an
+            axis at least twice as coarse as the finest is neither pooled nor convolved (kernel
+            1) until the others catch up (nnU-Net's rule, for thick slices). None: every axis
+            pooled by 2 at every level.
         spatial_dims: 2 for images, 3 for volumes.
 
     Inputs whose size is not a multiple of ``2**depth`` are mirror-padded and the output is
@@ -140,18 +150,22 @@ class UNet(UNetFamily):
         deep_supervision: int = 0,
         checkpointing: bool = False,
         spatial_dims: int = 2,
+        spacing: Sequence[float] | None = None,
     ) -> None:
         super().__init__(
             in_channels, num_classes, depth, width, max_width, up_mode, norm, activation,
-            dropout, block, spatial_dims,
+            dropout, block, spatial_dims, spacing=spacing,
         )  # fmt: skip
         self.deep_supervision = check_int("deep_supervision", deep_supervision, 0, depth - 1)
         self.run = CheckpointedRunner(checkpointing)
-        spec, c = self.spec, self.channels
-        self.stem = conv_block(in_channels, c[0], spec)
-        self.down = nn.ModuleList(Down(c[i], c[i + 1], spec) for i in range(depth))
+        spec, c, pools, kernels = self.spec, self.channels, self.plan.pools, self.plan.kernels
+        self.stem = conv_block(in_channels, c[0], spec, kernels[0])
+        self.down = nn.ModuleList(
+            Down(c[i], c[i + 1], spec, pools[i], kernels[i + 1]) for i in range(depth)
+        )
         self.up = nn.ModuleList(
-            Up(c[i + 1], c[i], up_mode, spec, attention) for i in reversed(range(depth))
+            Up(c[i + 1], c[i], up_mode, spec, attention, pools[i], kernels[i])
+            for i in reversed(range(depth))
         )
         self.head = conv(spatial_dims)(c[0], num_classes, 1)
         # Auxiliary heads on the decoder outputs of levels 1..deep_supervision.

@@ -3,6 +3,8 @@ built from the same blocks as :class:`~unet_lab.models.UNet`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -36,24 +38,28 @@ class UNetPlusPlus(UNetFamily):
         deep_supervision: int = 0,
         checkpointing: bool = False,
         spatial_dims: int = 2,
+        spacing: Sequence[float] | None = None,
     ) -> None:
         super().__init__(
             in_channels, num_classes, depth, width, max_width, up_mode, norm, activation,
-            dropout, block, spatial_dims,
+            dropout, block, spatial_dims, spacing=spacing,
         )  # fmt: skip
         self.deep_supervision = check_int("deep_supervision", deep_supervision, 0, depth - 1)
         self.run = CheckpointedRunner(checkpointing)
-        spec, c = self.spec, self.channels
-
-        self.stem = conv_block(in_channels, c[0], spec)
-        self.down = nn.ModuleList(Down(c[i], c[i + 1], spec) for i in range(depth))
+        spec, c, pools, kernels = self.spec, self.channels, self.plan.pools, self.plan.kernels
+        self.stem = conv_block(in_channels, c[0], spec, kernels[0])
+        self.down = nn.ModuleList(
+            Down(c[i], c[i + 1], spec, pools[i], kernels[i + 1]) for i in range(depth)
+        )
         # Keys "i_j" for the nodes X[i][j], j >= 1 (i + j <= depth).
         self.upsample = nn.ModuleDict()
         self.nodes = nn.ModuleDict()
         for j in range(1, depth + 1):
             for i in range(depth - j + 1):
-                self.upsample[f"{i}_{j}"] = Upsample(c[i + 1], c[i], up_mode, spatial_dims)
-                self.nodes[f"{i}_{j}"] = conv_block(c[i] * (j + 1), c[i], spec)
+                self.upsample[f"{i}_{j}"] = Upsample(
+                    c[i + 1], c[i], up_mode, spatial_dims, pools[i]
+                )
+                self.nodes[f"{i}_{j}"] = conv_block(c[i] * (j + 1), c[i], spec, kernels[i])
         self.head = conv(spatial_dims)(c[0], num_classes, 1)
         self.aux_heads = nn.ModuleList(
             conv(spatial_dims)(c[0], num_classes, 1) for _ in range(self.deep_supervision)

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 from torch import nn
 
 from unet_lab.config.compose import instantiate, instantiate_named, optional
@@ -78,6 +78,9 @@ def build(cfg: DictConfig) -> Experiment:
     named = instantiate_named(cfg.get("callbacks"), "callbacks")
     if not cfg.trainer.get("enable_progress_bar", True):  # no progress display at all
         named = [c for c in named if not isinstance(c, ProgressBar)]
+    loggers = instantiate_named(cfg.get("logger"), "logger")
+    if not loggers:  # logger=[]: Lightning refuses a learning-rate monitor without one
+        named = [c for c in named if not isinstance(c, LearningRateMonitor)]
     callbacks = [
         *named,
         best_metrics,
@@ -95,7 +98,7 @@ def build(cfg: DictConfig) -> Experiment:
         cfg.trainer,
         "trainer",
         callbacks=callbacks,
-        logger=instantiate_named(cfg.get("logger"), "logger") or False,
+        logger=loggers or False,
         precision=precision,
         plugins=[AtomicCheckpointIO()],  # no half-written checkpoint after a kill
     )
@@ -105,11 +108,18 @@ def build(cfg: DictConfig) -> Experiment:
 def build_network(model_cfg: DictConfig, datamodule: InMemoryDataModule, loss: Any) -> nn.Module:
     """The network of ``model_cfg`` for this data: the data decides the input channels and the
     classes (the model config does not repeat them); a single-output loss (binary
-    cross-entropy) makes a single-output network."""
+    cross-entropy) makes a single-output network.
+
+    ``model.spacing=auto`` becomes the data's voxel spacing (volumes: the target spacing;
+    images: None), written into ``model_cfg`` so that the run's config, and the checkpoints
+    that store it, rebuild the same network without the data."""
     num_classes = len(datamodule.class_names)
     out_channels = getattr(loss, "out_channels", num_classes)
     if out_channels == 1 and num_classes != 2:
         raise ConfigError(f"loss=bce is for binary data, but the data has {num_classes} classes")
+    if model_cfg.get("spacing") == "auto":
+        spacing = getattr(datamodule, "voxel_spacing", None)
+        model_cfg.spacing = None if spacing is None else [float(s) for s in spacing]
     return instantiate(
         model_cfg, "model", in_channels=datamodule.in_channels, num_classes=out_channels
     )

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from unet_lab.arguments import per_axis
 from unet_lab.config.compose import instantiate
 from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.training.build import build_datamodule, build_network
@@ -85,6 +86,7 @@ class Plan:
     output_size: tuple[int, ...]
     warnings: list[str]
     compute: TrainingCompute | None = None
+    pooling: str | None = None  # per-axis pooling, when it is not 2 along every axis
 
     def table(self) -> str:
         mib = 2**20
@@ -94,6 +96,7 @@ class Plan:
             f"input                 {self.in_channels} x "
             f"{' x '.join(map(str, self.input_size))} (batch {self.batch_size})",
             f"output                {self.out_channels} x {' x '.join(map(str, self.output_size))}",
+            *([f"pooling per level     {self.pooling}"] if self.pooling else []),
             f"parameters            {self.parameters / 1e6:.2f} M",
             f"forward per image     {self.gflops_per_image:.2f} GFLOP",
             f"weights + grads + Adam state   {4 * weights / mib:.0f} MiB (float32)",
@@ -144,18 +147,34 @@ def saved_activation_bytes(
 
 
 def warnings_for(net: nn.Module, size: tuple[int, ...]) -> list[str]:
-    """Advice when the deepest level of ``net`` on ``size`` inputs is under MIN_BOTTLENECK."""
+    """Advice when the deepest level of ``net`` on ``size`` inputs is under MIN_BOTTLENECK
+    along some axis (its pooling grid may differ per axis: ``model.spacing``)."""
     depth = getattr(net, "depth", None)
     if depth is None:
         return []
-    bottleneck = min(size) / 2**depth
+    grid = per_axis(getattr(net, "size_multiple", 2**depth), len(size))
+    bottleneck, side, pooled = min(
+        (side / need, side, need) for side, need in zip(size, grid, strict=True)
+    )
     if bottleneck >= MIN_BOTTLENECK:
         return []
-    advice = max(1, int(math.log2(min(size) / MIN_BOTTLENECK)))
+    advice = max(1, depth - math.ceil(math.log2(MIN_BOTTLENECK / bottleneck)))
     return [
-        f"depth {depth} on {min(size)} px leaves a {bottleneck:g} px deepest level "
-        f"(< {MIN_BOTTLENECK}): use depth <= {advice} or larger patches"
+        f"depth {depth} on {side} px (pooled {pooled}x along that axis) leaves a "
+        f"{bottleneck:g} px deepest level (< {MIN_BOTTLENECK}): use depth <= {advice} or "
+        "larger patches"
     ]
+
+
+def pooling_text(net: nn.Module) -> str | None:
+    """The per-axis pooling factors and kernels of a network with a pooling plan (None for
+    one pooled by 2 along every axis at every level, or without a plan)."""
+    plan = getattr(net, "plan", None)
+    if plan is None or all(set(pool) == {2} for pool in plan.pools):
+        return None
+    shown = " ".join("x".join(map(str, pool)) for pool in plan.pools)
+    kernels = " ".join("x".join(map(str, kernel)) for kernel in plan.kernels)
+    return f"{shown} (kernels per level: {kernels})"
 
 
 def make_plan(cfg: DictConfig) -> Plan:
@@ -185,4 +204,5 @@ def make_plan(cfg: DictConfig) -> Plan:
         output_size=tuple(output.shape[2:]),
         warnings=warnings_for(net, size),
         compute=training_compute(cfg, datamodule, gflops, size),
+        pooling=pooling_text(net),
     )

@@ -17,12 +17,13 @@ Ranges are ``[low, high]`` pairs (YAML lists), drawn uniformly unless a class sa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from unet_lab.arguments import check_int
+from unet_lab.data.volumes.generators import generator_from_state, generator_state
 from unet_lab.data.volumes.intensity import (
     GaussianBlur3d,
     GaussianNoise,
@@ -59,18 +60,6 @@ __all__ = [
     "check_range",
     "compose3d",
 ]
-
-
-_WORD = 2**32
-_WORDS = 4  # PCG64's state and increment are 128-bit integers
-
-
-def _to_words(value: int) -> list[int]:
-    return [(value >> (32 * i)) % _WORD for i in range(_WORDS)]
-
-
-def _from_words(words: Sequence[int]) -> int:
-    return sum(int(w) << (32 * i) for i, w in enumerate(words))
 
 
 _STREAM = 0x3D  # tells the augmentation's stream apart from others seeded alike
@@ -120,30 +109,13 @@ class VolumeAugmentation:
         self.reseed(seed)
 
     def state_dict(self) -> dict[str, Any]:
-        """The generator's state as plain values (a name, lists of ints and ints), which
-        checkpoints keep and ``torch.load(weights_only=True)`` reads back."""
-        state = self.rng.bit_generator.state
-        return {
-            "bit_generator": state["bit_generator"],
-            "state": _to_words(state["state"]["state"]),
-            "inc": _to_words(state["state"]["inc"]),
-            "has_uint32": int(state["has_uint32"]),
-            "uinteger": int(state["uinteger"]),
-        }
+        """The generator's state as plain values, for checkpoints."""
+        return generator_state(self.rng)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores what :meth:`state_dict` returned, so the next draws are the ones that
         followed it."""
-        if state.get("bit_generator") != "PCG64":
-            raise ValueError(f"not a PCG64 generator state: {state.get('bit_generator')!r}")
-        generator = np.random.PCG64()
-        generator.state = {
-            "bit_generator": "PCG64",
-            "state": {"state": _from_words(state["state"]), "inc": _from_words(state["inc"])},
-            "has_uint32": int(state["has_uint32"]),
-            "uinteger": int(state["uinteger"]),
-        }
-        self.rng = np.random.Generator(generator)
+        self.rng = generator_from_state(state)
 
     def __repr__(self) -> str:
         if not self.transforms:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -86,6 +86,11 @@ class VolumeDataModule(pl.LightningDataModule):
     def in_channels(self) -> int:
         """Channels of every case."""
 
+    @property
+    @abstractmethod
+    def voxel_spacing(self) -> tuple[float, float, float]:
+        """``(D, H, W)`` mm of the voxels the network sees (after resampling)."""
+
     @abstractmethod
     def cases(self, split: str) -> list[VolumeCase]:
         """The preprocessed cases of ``split`` (``train``, ``val``, ``test``)."""
@@ -113,7 +118,7 @@ class VolumeDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if "train" not in self.datasets:
-            self.datasets["train"] = PatchDataset(
+            patches = PatchDataset(
                 self.cases("train"),
                 self.patch_size,
                 self.samples_per_epoch,
@@ -121,9 +126,39 @@ class VolumeDataModule(pl.LightningDataModule):
                 self.train_transform,
                 self.seed,
             )
+            if self._rank():  # DDP: each process draws patches of its own
+                patches.reseed(_stream_seed(self.seed, self._rank()))
+            self.datasets["train"] = patches
         for split in ("val", "test"):
             if split not in self.datasets and self.has_split(split):
                 self.datasets[split] = WholeVolumeDataset(self.cases(split))
+
+    def _rank(self) -> int:
+        return int(self.trainer.global_rank) if self.trainer is not None else 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints by Lightning (rank 0's): where the patch draws stand, so a
+        resumed run draws the patches the unbroken run would have (exactly with one process
+        and ``num_workers=0``; workers draw from seeds that the torch generator in the
+        checkpoint gives them)."""
+        dataset = self.datasets.get("train")
+        if not isinstance(dataset, PatchDataset):
+            return {}
+        step = int(self.trainer.global_step) if self.trainer is not None else 0
+        return {"patches": dataset.state_dict(), "step": step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restored by Lightning on resume, after :meth:`setup`. The checkpoint holds rank 0's
+        draws; another DDP rank continues from a stream of its own, seeded from the rank and
+        the checkpoint's step."""
+        self.setup("fit")
+        if "patches" not in state:  # a checkpoint from before 0.2
+            return
+        patches = cast(PatchDataset, self.datasets["train"])
+        if self._rank():
+            patches.reseed(_stream_seed(self.seed, self._rank(), int(state.get("step", 0))))
+        else:
+            patches.load_state_dict(state["patches"])
 
     def train_dataloader(self) -> DataLoader:
         workers = loader_workers(self.num_workers, self.trainer)
@@ -157,6 +192,11 @@ class VolumeDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._evaluation_loader("test")
+
+
+def _stream_seed(*keys: int) -> int:
+    """A 32-bit seed for the stream that ``keys`` (seed, rank, ...) name."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 def _seed_patch_worker(worker_id: int) -> None:

@@ -179,6 +179,10 @@ class VolumeFolderDataModule(VolumeDataModule):
     def in_channels(self) -> int:
         return self._in_channels
 
+    @property
+    def voxel_spacing(self) -> tuple[float, float, float]:
+        return self.target_spacing  # type: ignore[return-value]
+
     def has_split(self, split: str) -> bool:
         return split in self.split
 

@@ -4,13 +4,15 @@ arrays that may be memory-mapped (only the patch is read from disk)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from unet_lab.data.volumes.generators import generator_from_state, generator_state
 
 # Voxel positions kept per class and case to centre foreground patches on (nnU-Net keeps 10k).
 MAX_LOCATIONS = 10_000
@@ -136,6 +138,15 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         reseed = getattr(self.transform, "reseed", None)
         if reseed is not None:
             reseed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state of the patch draws, as plain values for checkpoints (the augmentation
+        keeps its own)."""
+        return generator_state(self.rng)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continues the draws from what :meth:`state_dict` returned."""
+        self.rng = generator_from_state(state)
 
     def __len__(self) -> int:
         return self.length

@@ -131,6 +131,10 @@ class SyntheticVolumeDataModule(VolumeDataModule):
     def in_channels(self) -> int:
         return 1
 
+    @property
+    def voxel_spacing(self) -> tuple[float, float, float]:
+        return self.spacing  # type: ignore[return-value]
+
     def has_split(self, split: str) -> bool:
         return split in self.split_sizes
 
