@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -103,3 +104,22 @@ def publish(stem: Path, lines: list[str], results: dict[str, Any]) -> None:
     stem.with_name(stem.name + ".md").write_text(table)
     results = {"machine": machine(), **results}
     stem.with_name(stem.name + ".json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def measured_run(args: list[str], cwd: Path) -> tuple[str, float, float]:
+    """Runs ``python args...`` in ``cwd``; returns its output, its peak resident memory in MiB
+    (the process's own, with the children it waited for: ``wait4``) and its wall time in
+    seconds. Exits with the output's tail when it fails."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({process.returncode}):\n{output[-4000:]}")
+    return output, usage.ru_maxrss / 1024, seconds

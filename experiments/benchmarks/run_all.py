@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "sliding_window": (["--size", "2048"], ["--size", "1024", "--repeats", "1"]),
     "scaling": ([], ["--quick"]),
     "time_to_quality": ([], ["--quick"]),
+    "volume_memory": ([], ["--quick"]),
     "precision": (["--seeds", "0", "1", "2", "--epochs", "2", "--settings", "bf16+cl"], None),
 }
 
