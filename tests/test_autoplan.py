@@ -84,6 +84,12 @@ def test_thick_slices_get_nnunets_spacing_patch_and_pooling() -> None:
     assert plan.get("data.normalization") == "mr" and plan.defaults["data"] == "volumes"
 
 
+def test_small_cases_fit_whole_in_a_patch_on_the_pooling_grid() -> None:
+    fingerprint = _fingerprint("volumes", [[36, 50, 35]] * 6, [1.0, 1.0, 1.0])
+    plan = plan_from(fingerprint, CPU, _bytes)
+    assert plan.get("data.patch_size") == [40, 56, 40] and plan.get("model.depth") == 3
+
+
 def test_hounsfield_units_get_ct_normalization() -> None:
     fingerprint = _fingerprint("volumes", [[64, 64, 64]] * 4, [1.0, 1.0, 1.0],
                                dtype="int16", low=-1024.0)  # fmt: skip

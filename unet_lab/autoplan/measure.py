@@ -54,7 +54,10 @@ def steps_per_second(cfg: DictConfig, in_channels: int, num_classes: int) -> flo
     patch = data.patch_size
     sides = [int(patch)] * 2 if isinstance(patch, int) else [int(s) for s in patch]
     loss = instantiate(cfg.loss, "loss")
-    net = instantiate(cfg.model, "model", in_channels=in_channels, num_classes=num_classes)
+    extra = {}
+    if cfg.model.get("spacing") == "auto":  # the data's: the planned target spacing
+        extra["spacing"] = list(data.get("target_spacing") or data.get("spacing") or [1.0] * dims)
+    net = instantiate(cfg.model, "model", in_channels=in_channels, num_classes=num_classes, **extra)
     optimizer = instantiate(cfg.optimizer, "optimizer")(net.parameters())
     accelerator = cfg.trainer.get("accelerator", "auto")
     precision = str(resolve_precision(cfg.trainer.precision, accelerator, dims))

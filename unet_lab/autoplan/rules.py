@@ -236,7 +236,11 @@ def _plan_volumes(
             depth = candidate
             break
     grid = pooling_plan(depth, 3, target).grid
-    patch = [p // g * g for p, g in zip(patch, grid, strict=True)]
+    # Up to the pooling grid (a small case fits whole, padded) unless that breaks the budget.
+    up = [-(-p // g) * g for p, g in zip(patch, grid, strict=True)]
+    patch = (
+        up if math.prod(up) <= budget else [p // g * g for p, g in zip(patch, grid, strict=True)]
+    )
     plan.set(
         "data.patch_size", patch,
         f"the median resampled case ({'x'.join(map(str, median))}) within {budget} voxels "
@@ -255,10 +259,11 @@ def _plan_volumes(
     plan.set("data.batch_size", batch, f"nnU-Net's 2 patches ({per_sample / 2**20:.0f} MiB "
              f"of activations each, {device.memory / 2**30:.1f} GiB available)")  # fmt: skip
     stats = fp.intensity[0]["overall"]
-    ct = any(d.startswith("int") for d in fp.dtypes) and stats.get("min", 0) <= -500
+    # Air is -1000 HU: CT holds values far below zero, MR (and most else) does not.
+    ct = stats.get("min", 0) <= -500 and stats.get("p99_5", 0) >= 100
     plan.set(
         "data.normalization", "ct" if ct else "mr",
-        "Hounsfield units (integers down to -500 and below): CT clipping and z-score"
+        "Hounsfield units (air at -1000): CT clipping to foreground percentiles and z-score"
         if ct else "no Hounsfield scale: z-score per volume (MR and others)",
     )  # fmt: skip
     foreground = _foreground(fp)
