@@ -31,9 +31,12 @@ ALLOWED = {
     "inference": LEAVES | {"config", "data", "models", "runs", "metrics"},
     "training": LEAVES
     | {"config", "data", "models", "runs", "metrics", "losses", "inference", "pictures"},
-    "commands": LEAVES
+    "autoplan": LEAVES
     | {"config", "data", "models", "runs", "metrics", "losses", "inference", "pictures"}
     | {"training"},
+    "commands": LEAVES
+    | {"config", "data", "models", "runs", "metrics", "losses", "inference", "pictures"}
+    | {"training", "autoplan"},
     "cli": set(),  # imports its commands by name, when one runs
 }
 

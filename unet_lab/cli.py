@@ -51,6 +51,12 @@ COMMANDS = {
         "write a PNG grid of training images and masks as an augmentation changes them;\n"
         "e.g. unet-lab show-aug augmentation=heavy --output heavy.png",
     ),
+    "autoplan": Command(
+        "autoplan",
+        "a recipe for your data from its fingerprint and this machine, as an experiment\n"
+        "config with a reason per value; e.g. unet-lab autoplan data=folder data.root=DIR "
+        "budget=30m",
+    ),
     "plan": Command(
         "plan",
         "parameters, FLOPs and memory of a model on the data it would train on;\n"

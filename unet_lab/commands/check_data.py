@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from omegaconf import DictConfig
 
 from unet_lab.config.compose import compose_train_config
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule
@@ -59,10 +60,25 @@ def summarize(datamodule: InMemoryDataModule) -> str:
     return "\n".join(lines)
 
 
+def background_line(cfg: DictConfig) -> str:
+    """Which mean scores are in force: with or without class 0."""
+    names = list(cfg.data.get("class_names") or []) or ["background"]
+    if cfg.module.get("include_background", False):
+        return (
+            f"mean scores include class 0 ({names[0]}): module.include_background=true "
+            "(set false when class 0 is background)"
+        )
+    return (
+        f"mean scores leave class 0 ({names[0]}) out, as background: "
+        "module.include_background=false (set true when class 0 is a real class, e.g. sky)"
+    )
+
+
 def main(args: Sequence[str]) -> None:
     with input_errors_exit():
         cfg = compose_train_config(list(args))
         report = summarize(build_datamodule(cfg))
     print(f"data: {cfg.data._target_}")
     print(report)
+    print(background_line(cfg))
     print("OK: every image and mask was read and matches the configured classes")

@@ -186,45 +186,19 @@ class FolderDataModule(InMemoryDataModule):
     def _split(
         self, val_fraction: float, test_fraction: float, folds: int | None, fold: int, seed: int
     ) -> dict[str, list[Sample]]:
-        folders = [s for s in SPLITS if (self.root / s / "images").is_dir()]
-        if self.pairs is not None:  # a list replaces the folder layouts
-            folders = []
-        for name in [s for s in folders if s != "train" and not (self.root / s / "masks").is_dir()]:
-            log.warning("%s has no masks/ folder (unlabelled): not used", self.root / name)
-            folders.remove(name)
-        given = {s: self._pairs(self.root / s) for s in folders}
-        if given and "train" not in given:
-            raise DataError(f"{self.root / 'train'}: folder not found next to {sorted(given)}")
-        pool = given.pop("train") if given else self._pairs(self.root)
+        pool, given = labelled_samples(self.root, self.pairs, self.mask_name, self.image_pattern)
         return split_pool(pool, given, val_fraction, test_fraction, folds, fold, seed, self.root)
 
-    def _pairs(self, folder: Path) -> list[Sample]:
-        """(name, image files, mask) of ``folder/images`` + ``folder/masks``, or of ``pairs``."""
-        if self.pairs is None:
-            cases = find_cases(
-                folder, "images", "masks", IMAGE_SUFFIXES, self.mask_name, self.image_pattern
-            )
-        else:
-            cases = cases_from_list(self.root, self.pairs, IMAGE_SUFFIXES)
-        samples = []
-        for case in cases:
-            if case.label is None:
-                raise DataError(f"{case.images[0]}: listed without a mask in {self.pairs}")
-            samples.append((case.name, case.images, case.label))
-        return samples
+    def source_files(self) -> list[Path]:
+        """Every image and mask file of the data set (all splits), sorted."""
+        return sorted({f for samples in self.split.values() for s in samples for f in _files(s)})
 
     def _load(self, samples: list[Sample]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         images, masks = [], []
-        for _, image_paths, mask_path in samples:
-            image_path = image_paths[0]
-            image, mask = _read_channels(image_paths), read_mask(mask_path)
-            if image.shape[:2] != mask.shape[:2]:
-                raise DataError(
-                    f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                    f"{image_path.name} is {image.shape[1]}x{image.shape[0]}"
-                )
+        for sample in samples:
+            image, mask = read_sample(sample, self.labels)
             images.append(image)
-            masks.append(self.labels(mask, mask_path))
+            masks.append(mask)
         return images, masks
 
     def _working_scale(self, scale: float | str, patch_size: int | None) -> float:
@@ -299,6 +273,54 @@ class FolderDataModule(InMemoryDataModule):
     def eval_batch_size(self) -> int:
         """Whole images of different sizes do not stack into one batch."""
         return 1 if self.sizes_vary else self.batch_size
+
+
+def labelled_samples(
+    root: Path, pairs: Path | None, mask_name: str | None, image_pattern: str | None
+) -> tuple[list[Sample], dict[str, list[Sample]]]:
+    """The labelled pool (``root/train``, ``root`` or the ``pairs`` list) and the splits that
+    folders give (``val``, ``test``) of a folder data set, found by name: nothing is read."""
+    folders = [s for s in SPLITS if (root / s / "images").is_dir()]
+    if pairs is not None:  # a list replaces the folder layouts
+        folders = []
+    for name in [s for s in folders if s != "train" and not (root / s / "masks").is_dir()]:
+        log.warning("%s has no masks/ folder (unlabelled): not used", root / name)
+        folders.remove(name)
+
+    def found(folder: Path) -> list[Sample]:
+        if pairs is None:
+            cases = find_cases(folder, "images", "masks", IMAGE_SUFFIXES, mask_name, image_pattern)
+        else:
+            cases = cases_from_list(root, pairs, IMAGE_SUFFIXES)
+        samples = []
+        for case in cases:
+            if case.label is None:
+                raise DataError(f"{case.images[0]}: listed without a mask in {pairs}")
+            samples.append((case.name, case.images, case.label))
+        return samples
+
+    given = {s: found(root / s) for s in folders}
+    if given and "train" not in given:
+        raise DataError(f"{root / 'train'}: folder not found next to {sorted(given)}")
+    pool = given.pop("train") if given else found(root)
+    return pool, given
+
+
+def _files(sample: Sample) -> tuple[Path, ...]:
+    return (*sample[1], sample[2])
+
+
+def read_sample(sample: Sample, labels: LabelMapping) -> tuple[np.ndarray, np.ndarray]:
+    """An image ``(H, W, C)`` in its stored type and its class indices ``(H, W)``, checked
+    together (errors name the file)."""
+    _, image_paths, mask_path = sample
+    image, mask = _read_channels(image_paths), read_mask(mask_path)
+    if image.shape[:2] != mask.shape[:2]:
+        raise DataError(
+            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+            f"{image_paths[0].name} is {image.shape[1]}x{image.shape[0]}"
+        )
+    return image, labels(mask, mask_path)
 
 
 def _read_channels(paths: Sequence[Path]) -> np.ndarray:

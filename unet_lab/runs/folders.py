@@ -29,6 +29,25 @@ def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path | None:
     return path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
 
 
+# Hydra's command-line flags that take the next argument as their value.
+VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+               "--experimental-rerun", "--package", "-p")  # fmt: skip
+
+
+def overrides_only(args: list[str]) -> list[str]:
+    """The Hydra overrides among command-line ``args``: without flags (``-m``,
+    ``--config-dir DIR``) and their values."""
+    overrides, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in VALUE_FLAGS
+        else:
+            overrides.append(arg)
+    return overrides
+
+
 def override_key(override: str) -> str:
     """The key of a Hydra override (``+model.depth=3`` -> ``model.depth``)."""
     try:
@@ -69,7 +88,7 @@ def claimed_folder_arguments(
     Hydra, and the folder (None where the command gives its own)."""
     multirun = any(a in MULTIRUN_FLAGS for a in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if any(override_key(a) == key for a in args if not a.startswith("-")):
+    if any(override_key(a) == key for a in overrides_only(args)):
         return args, None
     now = now or datetime.now()
     parent = log_dir / ("multirun" if multirun else "runs") / now.strftime("%Y-%m-%d")

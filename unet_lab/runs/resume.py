@@ -17,6 +17,7 @@ from unet_lab.runs.folders import (
     HYDRA_DIR,
     MULTIRUN_FLAGS,
     override_key,
+    overrides_only,
     quoted,
     run_dir_of_checkpoint,
     unquote,
@@ -53,8 +54,7 @@ def resume_arguments(args: list[str]) -> list[str]:
     run_dir = run_dir_of_checkpoint(ckpts[-1]) if ckpts else None
     if run_dir is None or not (run_dir / HYDRA_DIR / "overrides.yaml").is_file():
         return args
-    overrides = [a for a in args if not a.startswith("-")]
-    given = {override_key(a) for a in overrides}
+    given = {override_key(a) for a in overrides_only(args)}
     earlier = [o for o in saved_overrides(run_dir) if override_key(o) not in given | {"ckpt_path"}]
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     placement = [f"hydra.output_subdir={HYDRA_DIR}/resume-{stamp}"]
@@ -75,9 +75,9 @@ def sweep_resume_arguments(args: list[str], log_dir: Path) -> list[str]:
     a folder the sweep starts anew."""
     if not any(a in MULTIRUN_FLAGS for a in args) or not any(map(_is_resume_true, args)):
         return args
-    if any(override_key(a) == "hydra.sweep.dir" for a in args if not a.startswith("-")):
+    if any(override_key(a) == "hydra.sweep.dir" for a in overrides_only(args)):
         return args
-    wanted = sorted(a for a in args if not a.startswith("-") and override_key(a) != "resume")
+    wanted = sorted(a for a in overrides_only(args) if override_key(a) != "resume")
     records = sorted(
         (log_dir / "multirun").glob("*/*/multirun.yaml"), key=lambda p: p.stat().st_mtime
     )

@@ -3,7 +3,9 @@ callbacks, loggers and trainer, each from its config group, with errors that nam
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import pytorch_lightning as pl
@@ -14,6 +16,7 @@ from torch import nn
 from unet_lab.config.compose import instantiate, instantiate_named, optional
 from unet_lab.config.schema import check_config, check_fit, check_optimizer
 from unet_lab.data.datamodule import InMemoryDataModule
+from unet_lab.data.pairing import files_hash
 from unet_lab.errors import ConfigError
 from unet_lab.runs.checkpoints import AtomicCheckpointIO
 from unet_lab.training.callbacks import (
@@ -25,6 +28,8 @@ from unet_lab.training.callbacks import (
 )
 from unet_lab.training.module import SegmentationModule
 from unet_lab.training.precision import resolve_precision
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +51,7 @@ def build(cfg: DictConfig) -> Experiment:
     """
     check_config(cfg)
     datamodule = build_datamodule(cfg, augment=True)
+    warn_if_data_changed(cfg, datamodule)
     if "seed" in cfg.data and cfg.data.seed is None:
         # Unseeded: the data module drew its seed. The resolved config carries it to the other
         # DDP ranks (built from it) and into checkpoints, so that they make the same data.
@@ -123,6 +129,23 @@ def build_network(model_cfg: DictConfig, datamodule: InMemoryDataModule, loss: A
     return instantiate(
         model_cfg, "model", in_channels=datamodule.in_channels, num_classes=out_channels
     )
+
+
+def warn_if_data_changed(cfg: DictConfig, datamodule: Any) -> None:
+    """Warns when a recipe of ``unet-lab autoplan`` (``cfg.autoplan``) trains on files other
+    than those it was planned for: files added, removed, renamed or resized since."""
+    planned = cfg.get("autoplan")
+    source_files = getattr(datamodule, "source_files", None)
+    if not planned or source_files is None:
+        return
+    now = files_hash(source_files(), Path(str(planned.root)))
+    if now != planned.files_hash:
+        log.warning(
+            "the data changed since unet-lab autoplan planned this recipe (files hash %s, "
+            "now %s): its choices may no longer fit; plan again with unet-lab autoplan",
+            planned.files_hash,
+            now,
+        )
 
 
 def build_datamodule(cfg: DictConfig, augment: bool = False) -> InMemoryDataModule:

@@ -146,8 +146,7 @@ class VolumeFolderDataModule(VolumeDataModule):
             else target_spacing_of([self._spacing(c) for c in self.split["train"]])
         )
         names = sorted(self.by_name)
-        files = sorted({f for c in self.by_name.values() for f in (*c.images, c.label) if f})
-        key = cache_key(files, self._settings())
+        key = cache_key(self.source_files(), self._settings())
         self.cache = VolumeCache(Path(cache_dir).expanduser().resolve() / f"{self.root.name}-{key}")
         self.intensity: Intensity | None = None
         if self.normalization == "ct":  # statistics of every labelled case, as nnU-Net's
@@ -222,57 +221,23 @@ class VolumeFolderDataModule(VolumeDataModule):
     def _split(
         self, val_fraction: float, test_fraction: float, folds: int | None, fold: int
     ) -> dict[str, list[Case]]:
-        given: dict[str, list[Case]] = {}
-        if self.pairs is not None:
-            pool = cases_from_list(self.root, self.pairs, VOLUME_SUFFIXES)
-        else:
-            for split in SPLITS:
-                if (self.root / split / "images").is_dir() and (
-                    self.root / split / "masks"
-                ).is_dir():
-                    given[split] = self._find(self.root / split, "images", "masks")
-            pool = given.pop("train") if given else self._find_layout()
-        unlabelled = [c for c in pool if c.label is None]
-        if unlabelled:
-            raise DataError(f"{unlabelled[0].images[0]}: listed without a label in {self.pairs}")
+        pool, given = labelled_cases(
+            self.root, self.pairs, self.mask_name, self.image_pattern, self.channel_suffix
+        )
         return split_pool(
             pool, given, val_fraction, test_fraction, folds, fold, self.seed, self.root
         )
 
-    def _find_layout(self) -> list[Case]:
-        for images, labels in LAYOUTS:
-            if (self.root / images).is_dir():
-                return self._find(self.root, images, labels)
-        raise DataError(
-            f"{self.root}: no imagesTr/ + labelsTr/, images/ + masks/ or train/ folders "
-            "(or give data.pairs)"
-        )
-
-    def _find(self, root: Path, images: str, labels: str) -> list[Case]:
-        return find_cases(
-            root,
-            images,
-            labels,
-            VOLUME_SUFFIXES,
-            self.mask_name,
-            self.image_pattern,
-            self.channel_suffix,
-        )
+    def source_files(self) -> list[Path]:
+        """Every image and label file of the data set (all splits), sorted."""
+        return sorted({f for c in self.by_name.values() for f in (*c.images, c.label) if f})
 
     def _spacing(self, case: Case) -> tuple[float, float, float]:
         """A case's canonical spacing, from its header alone."""
         return canonical_spacing(read_affine(case.images[0], self.file_spacing))
 
     def _read(self, case: Case) -> tuple[np.ndarray, np.ndarray, Volume]:
-        """Channels ``(I, J, K, C)`` and labels ``(I, J, K)`` of a case, checked together."""
-        assert case.label is not None
-        label = read_label_volume(case.label, self.num_classes, self.file_spacing)
-        channels = []
-        for path in case.images:
-            volume = read_volume(path, self.file_spacing)
-            check_pair(volume, label)
-            channels.append(volume.array if volume.array.ndim == 4 else volume.array[..., None])
-        return np.concatenate(channels, axis=-1), label.array, label
+        return read_case(case, self.num_classes, self.file_spacing)
 
     def _intensity(self, cases: Sequence[Case]) -> Intensity:
         rng = np.random.default_rng(self.seed)
@@ -291,6 +256,62 @@ class VolumeFolderDataModule(VolumeDataModule):
         image, labels, label = self._read(self.by_name[name])
         settings = self._settings()
         return preprocess_arrays(image, labels, label.affine, settings, self.intensity)
+
+
+def labelled_cases(
+    root: Path,
+    pairs: Path | None,
+    mask_name: str | None,
+    image_pattern: str | None,
+    channel_suffix: bool,
+) -> tuple[list[Case], dict[str, list[Case]]]:
+    """The labelled pool (``root/train``, the ``LAYOUTS`` folders or the ``pairs`` list) and
+    the splits that folders give (``val``, ``test``) of a volume data set, found by name:
+    nothing is read."""
+
+    def found(folder: Path, images: str, labels: str) -> list[Case]:
+        return find_cases(
+            folder, images, labels, VOLUME_SUFFIXES, mask_name, image_pattern, channel_suffix
+        )
+
+    given: dict[str, list[Case]] = {}
+    if pairs is not None:
+        pool = cases_from_list(root, pairs, VOLUME_SUFFIXES)
+    else:
+        for split in SPLITS:
+            if (root / split / "images").is_dir() and (root / split / "masks").is_dir():
+                given[split] = found(root / split, "images", "masks")
+        if given and "train" not in given:
+            raise DataError(f"{root / 'train'}: folder not found next to {sorted(given)}")
+        if given:
+            pool = given.pop("train")
+        else:
+            layout = next(((i, m) for i, m in LAYOUTS if (root / i).is_dir()), None)
+            if layout is None:
+                raise DataError(
+                    f"{root}: no imagesTr/ + labelsTr/, images/ + masks/ or train/ folders "
+                    "(or give data.pairs)"
+                )
+            pool = found(root, *layout)
+    unlabelled = [c for c in pool if c.label is None]
+    if unlabelled:
+        raise DataError(f"{unlabelled[0].images[0]}: listed without a label in {pairs}")
+    return pool, given
+
+
+def read_case(
+    case: Case, num_classes: int, file_spacing: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray, Volume]:
+    """Channels ``(I, J, K, C)`` and labels ``(I, J, K)`` of a case in file order, checked
+    together, and the label's volume (its geometry)."""
+    assert case.label is not None
+    label = read_label_volume(case.label, num_classes, file_spacing)
+    channels = []
+    for path in case.images:
+        volume = read_volume(path, file_spacing)
+        check_pair(volume, label)
+        channels.append(volume.array if volume.array.ndim == 4 else volume.array[..., None])
+    return np.concatenate(channels, axis=-1), label.array, label
 
 
 def target_spacing_of(spacings: Sequence[Sequence[float]]) -> tuple[float, float, float]:

@@ -1,0 +1,219 @@
+"""Autoplan against the hand defaults and a MONAI peer recipe, at equal wall-time budget per
+run, on 2D data sets: ISBI 2012 (the 30 labelled EM slices), hippocampus MRI as 2D slices (built
+here from ../shared/data/hippocampus), and generated sets that stress the rules (tiny objects in
+large 16-bit images; many classes).
+
+Per set and fold, three recipes train through ``python train.py`` with ``+trainer.max_time``
+set to the budget:
+
+- defaults: only what says what the data is (``data=folder data.root=... data.num_classes=...``
+  and the mask mapping);
+- autoplan: ``unet-lab autoplan <the same> budget=B`` (planning time reported apart), then the
+  printed command;
+- MONAI peer: MONAI's BasicUNet with a MONAI tutorial's Adam (lr 1e-4), Dice loss, fp32,
+  constant learning rate until the budget.
+
+Reports validation Dice and IoU of the best checkpoint (mean over foreground classes; ± sd over
+folds) and the plan chosen. Writes results.md and results.json here (or --name).
+
+    python experiments/autoplan/run.py                                  # every set, 5 folds, 5 min
+    python experiments/autoplan/run.py --sets tiny --folds 0 --minutes 0.5 --name smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from common import command_line, measured_run, provenance, publish  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+MONAI = ["model=monai_basic_unet", "optimizer=adam", "optimizer.lr=1e-4", "scheduler=none",
+         "loss=dice", "trainer.precision=32-true", "module.channels_last=false",
+         "trainer.max_epochs=100000"]  # fmt: skip
+RECIPES = ("defaults", "autoplan", "MONAI peer")
+
+
+def isbi2012(work: Path) -> list[str]:
+    root = SHARED / "isbi2012" / "train"
+    return [f"data.root={root}", "data.num_classes=2", "data.class_names=[cell,membrane]",
+            "data.mask_values=[255,0]"]  # fmt: skip
+
+
+def hippocampus2d(work: Path) -> list[str]:
+    """Axial slices holding foreground, of the 200 hippocampus volumes (16-bit PNG)."""
+    import nibabel as nib
+
+    root = work / "hippocampus2d"
+    if not root.exists():
+        for folder in ("images", "masks"):
+            (root / folder).mkdir(parents=True)
+        for path in sorted((SHARED / "hippocampus" / "imagesTr").glob("*.nii.gz")):
+            image = np.asarray(nib.load(path).dataobj, np.float64)
+            label = np.asarray(nib.load(path.parent.parent / "labelsTr" / path.name).dataobj)
+            scaled = (65535 * (image - image.min()) / max(1e-6, np.ptp(image))).astype(np.uint16)
+            for z in range(0, label.shape[2], 4):  # every 4th slice with foreground
+                if label[:, :, z].any():
+                    name = f"{path.name.split('.')[0]}_{z:02d}.png"
+                    cv2.imwrite(str(root / "images" / name), scaled[:, :, z])
+                    cv2.imwrite(str(root / "masks" / name), label[:, :, z].astype(np.uint8))
+    return [f"data.root={root}", "data.num_classes=3",
+            "data.class_names=[background,anterior,posterior]"]  # fmt: skip
+
+
+def tiny(work: Path) -> list[str]:
+    """Tiny bright spots (3-6 px) on 16-bit 768 x 1024 images: rare, small objects."""
+    root = work / "tiny"
+    if not root.exists():
+        rng = np.random.default_rng(0)
+        for folder in ("images", "masks"):
+            (root / folder).mkdir(parents=True)
+        for index in range(40):
+            image = rng.normal(20000, 3000, (768, 1024))
+            mask = np.zeros((768, 1024), np.uint8)
+            for _ in range(int(rng.integers(5, 15))):
+                y, x, r = int(rng.integers(8, 760)), int(rng.integers(8, 1016)), rng.uniform(1.5, 3)
+                cv2.circle(mask, (x, y), round(r), 1, -1)
+            image[mask > 0] += 9000
+            cv2.imwrite(
+                str(root / "images" / f"{index:03d}.png"), image.clip(0, 65535).astype(np.uint16)
+            )
+            cv2.imwrite(str(root / "masks" / f"{index:03d}.png"), mask)
+    return [f"data.root={root}", "data.num_classes=2"]
+
+
+def many_classes(work: Path) -> list[str]:
+    """Eight classes of textured shapes of different sizes and shares on 256 x 256 images."""
+    root = work / "many_classes"
+    if not root.exists():
+        rng = np.random.default_rng(1)
+        for folder in ("images", "masks"):
+            (root / folder).mkdir(parents=True)
+        for index in range(60):
+            image = rng.normal(80, 20, (256, 256, 3))
+            mask = np.zeros((256, 256), np.uint8)
+            for label in range(1, 8):
+                radius = 4 + 4 * label
+                y, x = (int(v) for v in rng.integers(radius, 256 - radius, 2))
+                cv2.circle(mask, (x, y), radius, label, -1)
+            for label in range(1, 8):
+                image[mask == label] += (25 * label, 200 - 25 * label, 12 * label)
+            cv2.imwrite(
+                str(root / "images" / f"{index:03d}.png"), image.clip(0, 255).astype(np.uint8)
+            )
+            cv2.imwrite(str(root / "masks" / f"{index:03d}.png"), mask)
+    return [f"data.root={root}", "data.num_classes=8"]
+
+
+SETS = {"isbi2012": isbi2012, "hippocampus2d": hippocampus2d, "tiny": tiny,
+        "many_classes": many_classes}  # fmt: skip
+
+
+def max_time(minutes: float) -> str:
+    seconds = max(1, round(minutes * 60))
+    return f"+trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def train(
+    overrides: list[str], run: Path, work: Path, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    measured_run([str(REPO / "train.py"), *extra, *overrides, "logger=csv",
+                  "callbacks.validation_images=null", "test=false", f"hydra.run.dir={run}"],
+                 work)  # fmt: skip
+    summary = json.loads((run / "metrics.json").read_text())
+    return {"dice": summary["val"]["dice"], "iou": summary["val"]["iou"],
+            "seconds": round(time.perf_counter() - started, 1),
+            "steps": summary["global_step"]}  # fmt: skip
+
+
+def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any]:
+    data = ["data=folder", *SETS[name](work), "data.folds=5"]
+    plans = work / "plans"
+    started = time.perf_counter()
+    output, _, _ = measured_run(
+        ["-m", "unet_lab.cli", "autoplan", *data, f"budget={options.minutes}m",
+         "--output", str(plans), "--name", name],
+        work,
+    )  # fmt: skip
+    planning = round(time.perf_counter() - started, 1)
+    chosen = [line.split("`")[1] for line in output.splitlines() if line.startswith("| `")]
+    folds: dict[str, list[dict[str, Any]]] = {recipe: [] for recipe in RECIPES}
+    budget = [max_time(options.minutes)]
+    for fold in options.folds:
+        tag = f"{name}_{fold}"
+        base = [*data, f"data.fold={fold}", *budget]
+        folds["defaults"].append(train(base, work / f"defaults_{tag}", work))
+        folds["autoplan"].append(
+            train(
+                [f"experiment={name}", f"data.fold={fold}", *budget],
+                work / f"auto_{tag}",
+                work,
+                ("--config-dir", str(plans)),
+            )
+        )
+        folds["MONAI peer"].append(train([*base, *MONAI], work / f"monai_{tag}", work))
+        print(f"{name} fold {fold}: " + ", ".join(
+            f"{r} {folds[r][-1]['dice']:.4f}" for r in RECIPES), flush=True)  # fmt: skip
+    return {"plan": chosen, "planning_seconds": planning, "folds": folds}
+
+
+def mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per run")
+    parser.add_argument("--name", default="results")
+    options = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="unet_lab_autoplan_") as folder:
+        for name in options.sets:
+            results[name] = run_set(name, options, Path(folder))
+    lines = [
+        f"# Autoplan against the defaults and a MONAI peer, {options.minutes:g} min per run",
+        "",
+        provenance(command_line(__file__)),
+        "",
+        "| set | recipe | val Dice | val IoU | steps (median) | Dice vs defaults |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        reference = [f["dice"] for f in result["folds"]["defaults"]]
+        for recipe in RECIPES:
+            runs = result["folds"][recipe]
+            dice = [r["dice"] for r in runs]
+            gain = statistics.mean(d - r for d, r in zip(dice, reference, strict=True))
+            lines.append(
+                f"| {name} | {recipe} | {mean_sd(dice)} | {mean_sd([r['iou'] for r in runs])} | "
+                f"{statistics.median(r['steps'] for r in runs)} | {gain:+.4f} |"
+            )
+    lines += ["", "Plans chosen (planning time apart from the budget):", ""]
+    for name, result in results.items():
+        lines.append(f"- {name} ({result['planning_seconds']} s): " + ", ".join(
+            f"`{c}`" for c in result["plan"]))  # fmt: skip
+    lines += ["", f"Folds {options.folds} of 5; Dice and IoU: validation, best checkpoint, "
+              "mean over the scored classes (`module.include_background` as each recipe "
+              "sets it: the defaults leave class 0 out)."]  # fmt: skip
+    publish(HERE / options.name, lines, {"minutes": options.minutes, "results": results})
+
+
+if __name__ == "__main__":
+    main()

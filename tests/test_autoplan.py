@@ -1,0 +1,240 @@
+"""unet-lab autoplan: the rules (a fingerprint in, a plan out), the fingerprint of a folder, and
+the command end to end (its plan trains with the printed command)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from folders import write_dataset, write_volume_dataset
+
+from unet_lab.autoplan.fingerprint import CaseFacts, ClassFacts, Fingerprint
+from unet_lab.autoplan.measure import parse_budget
+from unet_lab.autoplan.rules import Device, apply_budget, plan_from
+from unet_lab.autoplan.sources import fingerprint_of
+from unet_lab.config.compose import compose_train_config
+from unet_lab.training.build import build_datamodule, warn_if_data_changed
+
+CPU = Device("cpu", 4 * 2**30, "test CPU")
+
+
+def _bytes(model: dict, patch: list[int]) -> int:
+    return 4 * 40 * model["width"] * math.prod(patch)  # about what a U-Net keeps, per sample
+
+
+def _fingerprint(
+    kind: str = "images",
+    shapes: list[list[int]] | None = None,
+    spacing: list[float] | None = None,
+    shares: tuple[float, ...] = (0.9, 0.1),
+    diameters: tuple[float, ...] = (0.0, 20.0),
+    depths: tuple[float | None, ...] = (None, 6.0),
+    names: tuple[str, ...] = ("background", "object"),
+    largest: float = 1.0,
+    channels: int = 1,
+    dtype: str = "uint8",
+    low: float = 0.0,
+    means: list[list[float]] | None = None,
+) -> Fingerprint:
+    shapes = shapes or [[512, 512]] * 10
+    means = means or [[100.0] * channels] * len(shapes)
+    cases = [
+        CaseFacts(f"case{i}", shape, spacing, dtype, mean, [20.0] * channels,
+                  [int(s * 1000) for s in shares], 0)
+        for i, (shape, mean) in enumerate(zip(shapes, means, strict=True))
+    ]  # fmt: skip
+    dims = len(shapes[0])
+    classes = []
+    for index, (name, share, diameter, depth) in enumerate(
+        zip(names, shares, diameters, depths, strict=True)
+    ):
+        size = math.pi * (diameter / 2) ** 2 if dims == 2 else math.pi * diameter**3 / 6
+        classes.append(
+            ClassFacts(
+                name, share, 1.0, largest if index == 0 else 0.0, 1.0,
+                {"p10": size / 2, "median": size, "p90": size * 2} if index else {},
+                diameter, depth,
+            )
+        )  # fmt: skip
+    return Fingerprint(
+        kind=kind, root="/data", files_hash="0" * 16, num_classes=len(names),
+        class_names=list(names), channels=channels, dtypes=[dtype], sizes_vary=False,
+        median_shape=[float(v) for v in np.median(shapes, axis=0)],
+        median_spacing=spacing,
+        intensity=[{"overall": {"min": low, "p99_5": 1000.0}, "foreground": {}}] * channels,
+        classes=classes, cases=cases,
+    )  # fmt: skip
+
+
+def test_thick_slices_get_nnunets_spacing_patch_and_pooling() -> None:
+    fingerprint = _fingerprint("volumes", [[40, 300, 300]] * 8, [5.0, 0.7, 0.7])
+    plan = plan_from(fingerprint, CPU, _bytes)
+    assert plan.get("data.target_spacing") == [5.0, 0.7, 0.7]
+    patch = plan.get("data.patch_size")
+    assert math.prod(patch) <= 2**18 and patch[0] <= 40 and patch[0] < patch[1] == patch[2]
+    # shrunk from the longest physical extent: z and in-plane span similar millimetres
+    assert 0.5 < patch[0] * 5.0 / (patch[1] * 0.7) < 2
+    assert plan.get("model.spacing") == "auto" and plan.get("model.depth") >= 3
+    assert plan.get("data.normalization") == "mr" and plan.defaults["data"] == "volumes"
+
+
+def test_small_cases_fit_whole_in_a_patch_on_the_pooling_grid() -> None:
+    fingerprint = _fingerprint("volumes", [[36, 50, 35]] * 6, [1.0, 1.0, 1.0])
+    plan = plan_from(fingerprint, CPU, _bytes)
+    assert plan.get("data.patch_size") == [40, 56, 40] and plan.get("model.depth") == 3
+
+
+def test_hounsfield_units_get_ct_normalization() -> None:
+    fingerprint = _fingerprint("volumes", [[64, 64, 64]] * 4, [1.0, 1.0, 1.0],
+                               dtype="int16", low=-1024.0)  # fmt: skip
+    assert plan_from(fingerprint, CPU, _bytes).get("data.normalization") == "ct"
+
+
+def test_large_objects_in_large_photographs_lower_the_working_resolution() -> None:
+    large = _fingerprint(shapes=[[3000, 4000]] * 5, diameters=(0.0, 1500.0), depths=(None, 400))
+    plan = plan_from(large, CPU, _bytes)
+    assert plan.get("data.scale") <= 0.75 * 256 / (1500 * math.sqrt(2)) + 1e-9
+    assert plan.get("data.patch_size") == 256
+    # thin structures keep the native resolution, whatever the image size
+    thin = _fingerprint(shapes=[[3000, 4000]] * 5, diameters=(0.0, 1500.0), depths=(None, 2.0))
+    assert plan_from(thin, CPU, _bytes).get("data.scale") == 1.0
+    small = _fingerprint(shapes=[[96, 96]] * 5)
+    plan = plan_from(small, CPU, _bytes)
+    assert plan.get("data.scale") == 1.0 and plan.get("data.patch_size") is None  # whole
+
+
+def test_rare_small_classes_get_oversampling_and_larger_weights() -> None:
+    fingerprint = _fingerprint(
+        shapes=[[1024, 1024]] * 10,
+        shares=(0.895, 0.1, 0.005),
+        diameters=(0.0, 200.0, 8.0),
+        depths=(None, 50.0, 4.0),
+        names=("background", "organ", "lesion"),
+    )
+    plan = plan_from(fingerprint, CPU, _bytes)
+    assert plan.get("data.foreground_oversample") == 0.5
+    weights = plan.get("loss.class_weights")
+    assert weights[0] == 1.0 and weights[1] == 1.0 and weights[2] > 3
+    balanced = _fingerprint(shares=(0.8, 0.1, 0.1), diameters=(0, 20, 20), depths=(None, 6, 6),
+                            names=("background", "a", "b"))  # fmt: skip
+    assert plan_from(balanced, CPU, _bytes).get("loss.class_weights") is None
+
+
+def test_class_zero_is_background_only_when_it_dominates_and_is_named_so() -> None:
+    assert plan_from(_fingerprint(), CPU, _bytes).get("module.include_background") is False
+    sky = _fingerprint(names=("sky", "road"))
+    assert plan_from(sky, CPU, _bytes).get("module.include_background") is True
+    minority = _fingerprint(largest=0.3)
+    assert plan_from(minority, CPU, _bytes).get("module.include_background") is True
+
+
+def test_colour_photographs_keep_up_and_down_and_the_flag_keeps_left_and_right() -> None:
+    photos = _fingerprint(channels=3, means=[[120.0, 100.0, 80.0]] * 10)
+    plan = plan_from(photos, CPU, _bytes, orientation_matters=True)
+    transforms = plan.get("augmentation.train.transforms")
+    assert transforms == {"vflip": None, "rotate90": None, "hflip": None}
+    grey = plan_from(_fingerprint(), CPU, _bytes)
+    assert grey.get("augmentation.train.transforms") is None  # every flip and rotation
+
+
+def test_normalization_follows_the_spread_of_image_brightness() -> None:
+    steady = _fingerprint(means=[[100.0]] * 10)
+    assert plan_from(steady, CPU, _bytes).get("data.normalization") == "dataset"
+    varying = _fingerprint(means=[[v] for v in (20.0, 200.0) * 5])
+    assert plan_from(varying, CPU, _bytes).get("data.normalization") == "image"
+
+
+def test_the_budget_becomes_epochs_at_the_measured_rate() -> None:
+    plan = plan_from(_fingerprint(), CPU, _bytes)
+    apply_budget(plan, budget_seconds=630, steps_per_second=2.0, train_cases=10)
+    steps = int((630 - 30) * 0.85 * 2.0)
+    per_epoch = plan.get("data.samples_per_epoch") // plan.get("data.batch_size")
+    assert plan.get("trainer.max_epochs") == steps // per_epoch == 20
+    assert [reason for reason in plan.reasons if reason[0].startswith("trainer.max_epochs")]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("2h", 7200), ("90s", 90),
+                                               ("45", 2700)])  # fmt: skip
+def test_budgets_read_as_durations(text: str, seconds: float) -> None:
+    assert parse_budget(text) == seconds
+
+
+def test_the_fingerprint_of_a_folder_and_of_volumes(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "images", count=6, channels=3, num_classes=3)
+    cfg = compose_train_config(["data=folder", f"data.root={root}", "data.num_classes=3"])
+    fingerprint = fingerprint_of(cfg.data)
+    assert fingerprint.kind == "images" and len(fingerprint.cases) == 6
+    assert fingerprint.channels == 3 and fingerprint.median_shape == [48.0, 64.0]
+    assert abs(sum(c.share for c in fingerprint.classes) - 1) < 1e-6
+    assert fingerprint.classes[1].diameter > 0 and fingerprint.classes[0].largest == 1.0
+    assert Fingerprint.from_json(fingerprint.to_json()) == fingerprint
+    volumes = write_volume_dataset(tmp_path / "volumes")
+    cfg = compose_train_config(["data=volumes", f"data.root={volumes}", "data.num_classes=3"])
+    fingerprint = fingerprint_of(cfg.data)
+    assert fingerprint.kind == "volumes" and fingerprint.median_spacing is not None
+    assert all(len(c.shape) == 3 for c in fingerprint.cases)
+
+
+def _unet_lab(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "unet_lab.cli", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_generated_data_and_a_bad_budget_are_refused_naming_the_key(tmp_path: Path) -> None:
+    done = _unet_lab(["autoplan", "data=synthetic"], tmp_path)
+    assert done.returncode == 2 and "data=folder or data=volumes" in done.stderr
+    root = write_dataset(tmp_path / "data")
+    done = _unet_lab(["autoplan", "data=folder", f"data.root={root}", "budget=soon"], tmp_path)
+    assert done.returncode == 2 and "budget='soon'" in done.stderr
+
+
+def test_autoplan_writes_a_plan_that_trains_with_the_printed_command(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_dataset(tmp_path / "data", count=8, channels=1, num_classes=3)
+    args = ["autoplan", "data=folder", f"data.root={root}", "data.num_classes=3", "budget=1m",
+            "--output", "plans", "--name", "mine"]  # fmt: skip
+    explained = _unet_lab([*args, "--explain"], tmp_path)
+    assert explained.returncode == 0, explained.stderr
+    assert "| choice | why |" in explained.stdout and not (tmp_path / "plans").exists()
+    done = _unet_lab(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    experiment = tmp_path / "plans" / "experiment" / "mine.yaml"
+    assert experiment.exists() and (tmp_path / "plans" / "mine" / "fingerprint.json").exists()
+    plan_md = (tmp_path / "plans" / "mine" / "plan.md").read_text()
+    assert "`data.scale=1`" in plan_md and "`trainer.max_epochs=" in plan_md
+    command = done.stdout.strip().splitlines()[-1].removeprefix("train it with: ")
+    assert command == f"python train.py --config-dir {tmp_path / 'plans'} experiment=mine"
+    trained = run_cli(
+        [*command.split()[2:], "trainer.max_epochs=1", "logger=csv",
+         "callbacks.validation_images=null", "hydra.run.dir=run"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    assert "data changed since" not in trained.stderr
+    for folder in ("images", "masks"):  # one more case
+        first = sorted((root / folder).iterdir())[0]
+        (root / folder / f"extra{first.suffix}").write_bytes(first.read_bytes())
+    cfg = compose_train_config(
+        [f"hydra.searchpath=[file://{tmp_path / 'plans'}]", "experiment=mine"]
+    )
+    with caplog.at_level(logging.WARNING):
+        warn_if_data_changed(cfg, build_datamodule(cfg))
+    assert "data changed since unet-lab autoplan planned" in caplog.text
+
+
+def test_check_data_says_whether_class_zero_counts(capsys: pytest.CaptureFixture) -> None:
+    from unet_lab.commands import check_data
+
+    check_data.main(["data.train_size=4", "data.val_size=2", "data.test_size=2"])
+    assert "mean scores leave class 0 (background) out" in capsys.readouterr().out
+    check_data.main(["data.train_size=4", "data.val_size=2", "data.test_size=2",
+                     "module.include_background=true"])  # fmt: skip
+    assert "mean scores include class 0" in capsys.readouterr().out
