@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from unet_lab.data.pairing import files_hash
+from unet_lab.data.files import files_hash
 
 # Values sampled per case and channel for the intensity percentiles (nnU-Net samples 10,000
 # foreground voxels per case).

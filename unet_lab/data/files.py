@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -121,3 +123,14 @@ def read_mask(path: Path) -> np.ndarray:
     if (mask == mask[..., :1]).all():  # grey stored as RGB
         return mask[..., 0]
     return mask
+
+
+def files_hash(files: Iterable[Path], root: Path) -> str:
+    """A short hash of a data set's files: their paths (relative to ``root`` where inside it)
+    and sizes. Added, removed, renamed or resized files change it; copying the folder does
+    not (an edit that keeps a file's size is not seen)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(f) for f in files):
+        name = path.relative_to(root) if path.is_relative_to(root) else path
+        digest.update(f"{name}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]

@@ -9,11 +9,10 @@ Every problem with the files raises :class:`~unet_lab.data.files.DataError` nami
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,17 +138,6 @@ def cases_from_list(root: Path, listing: Path, suffixes: Sequence[str]) -> list[
         cases.append(Case(parts[0] if parts else image_cells[0], images, label))
     check_cases(cases)
     return cases
-
-
-def files_hash(files: Iterable[Path], root: Path) -> str:
-    """A short hash of a data set's files: their paths (relative to ``root`` where inside it)
-    and sizes. Added, removed, renamed or resized files change it; copying the folder does
-    not (an edit that keeps a file's size is not seen)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(f) for f in files):
-        name = path.relative_to(root) if path.is_relative_to(root) else path
-        digest.update(f"{name}\0{path.stat().st_size}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def check_cases(cases: Sequence[Case]) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 from unet_lab.config.compose import instantiate, instantiate_named, optional
 from unet_lab.config.schema import check_config, check_fit, check_optimizer
 from unet_lab.data.datamodule import InMemoryDataModule
-from unet_lab.data.pairing import files_hash
+from unet_lab.data.files import files_hash
 from unet_lab.errors import ConfigError
 from unet_lab.runs.checkpoints import AtomicCheckpointIO
 from unet_lab.training.callbacks import (
