@@ -73,48 +73,51 @@ def hippocampus2d(work: Path) -> list[str]:
             "data.class_names=[background,anterior,posterior]"]  # fmt: skip
 
 
+def generated(root: Path, count: int, seed: int, make: Any) -> None:
+    """``count`` pairs from ``make(rng) -> (image, mask)`` as PNG files in ``root``, once."""
+    if root.exists():
+        return
+    rng = np.random.default_rng(seed)
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    for index in range(count):
+        image, mask = make(rng)
+        cv2.imwrite(str(root / "images" / f"{index:03d}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"{index:03d}.png"), mask)
+
+
 def tiny(work: Path) -> list[str]:
     """Tiny bright spots (3-6 px) on 16-bit 768 x 1024 images: rare, small objects."""
-    root = work / "tiny"
-    if not root.exists():
-        rng = np.random.default_rng(0)
-        for folder in ("images", "masks"):
-            (root / folder).mkdir(parents=True)
-        for index in range(40):
-            image = rng.normal(20000, 3000, (768, 1024))
-            mask = np.zeros((768, 1024), np.uint8)
-            for _ in range(int(rng.integers(5, 15))):
-                y, x, r = int(rng.integers(8, 760)), int(rng.integers(8, 1016)), rng.uniform(1.5, 3)
-                cv2.circle(mask, (x, y), round(r), 1, -1)
-            image[mask > 0] += 9000
-            cv2.imwrite(
-                str(root / "images" / f"{index:03d}.png"), image.clip(0, 65535).astype(np.uint16)
-            )
-            cv2.imwrite(str(root / "masks" / f"{index:03d}.png"), mask)
-    return [f"data.root={root}", "data.num_classes=2"]
+
+    def make(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        image = rng.normal(20000, 3000, (768, 1024))
+        mask = np.zeros((768, 1024), np.uint8)
+        for _ in range(int(rng.integers(5, 15))):
+            y, x, r = int(rng.integers(8, 760)), int(rng.integers(8, 1016)), rng.uniform(1.5, 3)
+            cv2.circle(mask, (x, y), round(r), 1, -1)
+        image[mask > 0] += 9000
+        return image.clip(0, 65535).astype(np.uint16), mask
+
+    generated(work / "tiny", 40, 0, make)
+    return [f"data.root={work / 'tiny'}", "data.num_classes=2"]
 
 
 def many_classes(work: Path) -> list[str]:
     """Eight classes of textured shapes of different sizes and shares on 256 x 256 images."""
-    root = work / "many_classes"
-    if not root.exists():
-        rng = np.random.default_rng(1)
-        for folder in ("images", "masks"):
-            (root / folder).mkdir(parents=True)
-        for index in range(60):
-            image = rng.normal(80, 20, (256, 256, 3))
-            mask = np.zeros((256, 256), np.uint8)
-            for label in range(1, 8):
-                radius = 4 + 4 * label
-                y, x = (int(v) for v in rng.integers(radius, 256 - radius, 2))
-                cv2.circle(mask, (x, y), radius, label, -1)
-            for label in range(1, 8):
-                image[mask == label] += (25 * label, 200 - 25 * label, 12 * label)
-            cv2.imwrite(
-                str(root / "images" / f"{index:03d}.png"), image.clip(0, 255).astype(np.uint8)
-            )
-            cv2.imwrite(str(root / "masks" / f"{index:03d}.png"), mask)
-    return [f"data.root={root}", "data.num_classes=8"]
+
+    def make(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        image = rng.normal(80, 20, (256, 256, 3))
+        mask = np.zeros((256, 256), np.uint8)
+        for label in range(1, 8):
+            radius = 4 + 4 * label
+            y, x = (int(v) for v in rng.integers(radius, 256 - radius, 2))
+            cv2.circle(mask, (x, y), radius, label, -1)
+        for label in range(1, 8):
+            image[mask == label] += (25 * label, 200 - 25 * label, 12 * label)
+        return image.clip(0, 255).astype(np.uint8), mask
+
+    generated(work / "many_classes", 60, 1, make)
+    return [f"data.root={work / 'many_classes'}", "data.num_classes=8"]
 
 
 SETS = {"isbi2012": isbi2012, "hippocampus2d": hippocampus2d, "tiny": tiny,
