@@ -238,3 +238,17 @@ def test_check_data_says_whether_class_zero_counts(capsys: pytest.CaptureFixture
     check_data.main(["data.train_size=4", "data.val_size=2", "data.test_size=2",
                      "module.include_background=true"])  # fmt: skip
     assert "mean scores include class 0" in capsys.readouterr().out
+
+
+def test_autoplan_explains_a_plan_for_volumes(tmp_path: Path) -> None:
+    volumes = write_volume_dataset(tmp_path / "volumes")
+    done = _unet_lab(
+        ["autoplan", "data=volumes", f"data.root={volumes}", "data.num_classes=3", "budget=2m",
+         "--explain", "--output", "plans"],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        "`model.spacing=auto`" in done.stdout and "`data.target_spacing=[2,0.8,0.8]`" in done.stdout
+    )
+    assert not (tmp_path / "plans").exists()

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from unet_lab.autoplan.rules import Device
 from unet_lab.config.compose import instantiate
+from unet_lab.losses import DeepSupervisionLoss
 from unet_lab.models import UNet
 from unet_lab.training.plan import saved_activation_bytes
 from unet_lab.training.precision import resolve_precision
@@ -59,6 +60,8 @@ def steps_per_second(cfg: DictConfig, in_channels: int, num_classes: int) -> flo
         extra["spacing"] = list(data.get("target_spacing") or data.get("spacing") or [1.0] * dims)
     net = instantiate(cfg.model, "model", in_channels=in_channels, num_classes=num_classes, **extra)
     optimizer = instantiate(cfg.optimizer, "optimizer")(net.parameters())
+    if getattr(net, "deep_supervision", 0):  # a list of outputs in training, as the module has
+        loss = DeepSupervisionLoss(loss)
     accelerator = cfg.trainer.get("accelerator", "auto")
     precision = str(resolve_precision(cfg.trainer.precision, accelerator, dims))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -106,12 +106,19 @@ def slurm_tasks_per_node(gpus_per_node: Any, devices: Any) -> int:
     return count
 
 
+def auxiliary_levels(depth: Any, most: Any) -> int:
+    """``${unet_lab.auxiliary_levels:${model.depth},2}``: deep supervision from up to ``most``
+    decoder levels, fewer in a shallow network (a network has ``depth - 1`` below the top)."""
+    return max(0, min(int(most), int(depth) - 1))
+
+
 def register_resolvers() -> None:
     """Registers the ``${unet_lab.*:}`` resolvers with OmegaConf (replacing earlier ones)."""
     OmegaConf.register_new_resolver("unet_lab.short_name", short_name, replace=True)
     OmegaConf.register_new_resolver("unet_lab.run_name", _run_name, replace=True)
     OmegaConf.register_new_resolver("unet_lab.sweep_group", _sweep_group, replace=True)
     OmegaConf.register_new_resolver("unet_lab.run_tags", _run_tags, replace=True)
+    OmegaConf.register_new_resolver("unet_lab.auxiliary_levels", auxiliary_levels, replace=True)
     OmegaConf.register_new_resolver(
         "unet_lab.slurm_gpus_per_node", slurm_gpus_per_node, replace=True
     )
