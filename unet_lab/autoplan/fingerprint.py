@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from unet_lab.data.files import files_hash
+from unet_lab.data.files import DataError, files_hash
 
 # Values sampled per case and channel for the intensity percentiles (nnU-Net samples 10,000
 # foreground voxels per case).
@@ -142,6 +142,11 @@ def fingerprint_cases(
         if sums is None:
             channels = range(image.shape[0])
             sums = _Sums([[] for _ in channels], [[] for _ in channels], {}, {}, {}, [])
+        if image.shape[0] != len(sums.overall):
+            raise DataError(
+                f"{root}: case {name} has {image.shape[0]} channel(s), but {names[0]} has "
+                f"{len(sums.overall)}"
+            )
         facts.append(_case_facts(name, image, labels, spacing, num_classes, ignore_index))
         _accumulate(sums, image, labels, num_classes, spacing, rng)
     if sums is None:

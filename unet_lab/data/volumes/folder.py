@@ -167,7 +167,7 @@ class VolumeFolderDataModule(VolumeDataModule):
             list(self.target_spacing),
             self.cache.folder,
         )
-        self._in_channels = int(self.cache.case(names[0], self.target_spacing).image.shape[0])
+        self._in_channels = self._channels(names)
         self._cases: dict[str, list[VolumeCase]] = {}
 
     @property
@@ -231,6 +231,21 @@ class VolumeFolderDataModule(VolumeDataModule):
     def source_files(self) -> list[Path]:
         """Every image and label file of the data set (all splits), sorted."""
         return sorted({f for c in self.by_name.values() for f in (*c.images, c.label) if f})
+
+    def _channels(self, names: Sequence[str]) -> int:
+        """The channel count every case shares (read from the cache's array headers); a case
+        with another count is named."""
+        counts = {
+            name: int(self.cache.case(name, self.target_spacing).image.shape[0]) for name in names
+        }
+        first = names[0]
+        for name, count in counts.items():
+            if count != counts[first]:
+                raise DataError(
+                    f"{self.by_name[name].images[0]}: {count} channel(s), but "
+                    f"{self.by_name[first].images[0].name} has {counts[first]}"
+                )
+        return counts[first]
 
     def _spacing(self, case: Case) -> tuple[float, float, float]:
         """A case's canonical spacing, from its header alone."""
