@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
@@ -62,6 +63,11 @@ class SegmentationModule(pl.LightningModule):
             convolutions on CPUs and tensor-core GPUs, above all with bf16).
         compile: ``torch.compile`` the network (faster steps after a compilation of tens of
             seconds per new input shape; pays off in long runs with fixed patch sizes).
+        ema_decay: keep an exponential moving average of the weights (``ema = decay * ema +
+            (1 - decay) * weights`` after every training batch; buffers too) and validate and
+            test with it; checkpoints store it as the network (``net.*``: what eval, predict
+            and export use) and the trained weights apart (``ema_net.*``), so a resumed run
+            continues both. None: no average.
     """
 
     def __init__(
@@ -79,9 +85,14 @@ class SegmentationModule(pl.LightningModule):
         eval_overlap: float = 0.25,
         channels_last: bool = False,
         compile: bool = False,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.net = net
+        self.ema_net: nn.Module | None = None
+        if ema_decay is not None:
+            self.ema_decay = check_float("ema_decay", ema_decay, 0.0, 1.0)
+            self.ema_net = copy.deepcopy(net).requires_grad_(False)
         self.loss = DeepSupervisionLoss(loss) if getattr(net, "deep_supervision", 0) else loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -124,6 +135,8 @@ class SegmentationModule(pl.LightningModule):
             spatial_dims = int(getattr(net, "spatial_dims", 2))
             memory_format = _channels_last(spatial_dims + 2)
             self.net.to(memory_format=memory_format)  # type: ignore[call-overload]
+            if self.ema_net is not None:
+                self.ema_net.to(memory_format=memory_format)  # type: ignore[call-overload]
         if compile:
             self.net.compile()  # in place: weights and checkpoints keep their names
 
@@ -143,12 +156,34 @@ class SegmentationModule(pl.LightningModule):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             image = image.contiguous(memory_format=_channels_last(image.ndim))
-        return self.net(image)
+        net = self.net if self.training or self.ema_net is None else self.ema_net
+        return net(image)
 
     def _windowed_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities from the sliding window, image by image."""
-        probs = torch.stack([self.window(self.net, image) for image in images])  # type: ignore[misc]
+        net = self.net if self.ema_net is None else self.ema_net
+        probs = torch.stack([self.window(net, image) for image in images])  # type: ignore[misc]
         return probs.to(images.device)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema_net is None:
+            return
+        with torch.no_grad():
+            averaged = self.ema_net.state_dict()
+            for name, value in self.net.state_dict().items():
+                if value.dtype.is_floating_point:
+                    averaged[name].lerp_(value, 1 - self.ema_decay)
+                else:  # counters (batch norm's batches seen)
+                    averaged[name].copy_(value)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema_net is not None:  # the average is the network eval and predict load
+            checkpoint["state_dict"] = _swap_prefixes(checkpoint["state_dict"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        if self.ema_net is not None and any(k.startswith("ema_net.") for k in state):
+            checkpoint["state_dict"] = _swap_prefixes(state)  # back as trained
 
     def _as_logits(self, probs: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (logits of the same softmax); for a single-output net, the
@@ -244,7 +279,7 @@ class SegmentationModule(pl.LightningModule):
         self._log_scores("test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.net.parameters())
         if self.scheduler_factory is None:
             return optimizer
         kwargs = {}
@@ -255,6 +290,18 @@ class SegmentationModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def _swap_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    """``net.*`` as ``ema_net.*`` and the other way round."""
+    swapped = {}
+    for key, value in state.items():
+        if key.startswith("net."):
+            key = "ema_net." + key.removeprefix("net.")
+        elif key.startswith("ema_net."):
+            key = "net." + key.removeprefix("ema_net.")
+        swapped[key] = value
+    return swapped
 
 
 def predicted_labels(logits: torch.Tensor) -> torch.Tensor:

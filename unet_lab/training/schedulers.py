@@ -36,3 +36,15 @@ def warmup_cosine(
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def poly(optimizer: Optimizer, total_steps: int, exponent: float = 0.9) -> LambdaLR:
+    """nnU-Net's schedule: the base learning rate times ``(1 - step / total_steps) **
+    exponent``, down to 0 at ``total_steps`` (held there past it)."""
+    check_int("total_steps", total_steps, 1)
+    check_float("exponent", exponent, 0.0)
+
+    def factor(step: int) -> float:
+        return max(0.0, 1 - step / total_steps) ** exponent
+
+    return LambdaLR(optimizer, factor)
