@@ -83,12 +83,12 @@ def test_a_run_with_ema_predicts_with_the_average(tmp_path: Path) -> None:
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path: Path) -> None:
-    # A learning rate of 0: the validation score never changes, so patience 1 ends the run
-    # after its second validation instead of the tenth.
+    # No improvement can reach min_delta=1 (Dice is at most 1): patience 1 ends the run after
+    # its second validation instead of the tenth.
     run_cli(
         [*FAST, *TINY_DATA, "callbacks=early_stopping", "callbacks.early_stopping.patience=1",
-         "callbacks.validation_images=null", "optimizer.lr=0", "trainer.max_epochs=10",
-         "hydra.run.dir=run"],
+         "callbacks.early_stopping.min_delta=1", "callbacks.validation_images=null",
+         "trainer.max_epochs=10", "hydra.run.dir=run"],
         cwd=tmp_path,
     )  # fmt: skip
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
