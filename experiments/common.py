@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -123,3 +124,17 @@ def measured_run(args: list[str], cwd: Path) -> tuple[str, float, float]:
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({process.returncode}):\n{output[-4000:]}")
     return output, usage.ru_maxrss / 1024, seconds
+
+
+def max_time_argument(minutes: float) -> str:
+    """``trainer.max_time`` for a budget in minutes, as Lightning's DD:HH:MM:SS (quoted)."""
+    total_minutes, seconds = divmod(round(minutes * 60), 60)
+    hours, minutes_left = divmod(total_minutes, 60)
+    return f"'00:{hours:02d}:{minutes_left:02d}:{seconds:02d}'"
+
+
+def mean_sd(values: list[float], digits: int = 4) -> str:
+    """``mean ± sd`` of ``values`` (the value alone when there is one)."""
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"

@@ -143,6 +143,16 @@ def test_a_bad_volume_is_named_before_training(
         assert not list((tmp_path / "cache").glob("*/manifest.json"))
 
 
+def _predict(model: Path, volume: Path, output: Path) -> None:
+    """``predict.py`` as a user types it, from ``output``'s parent folder."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "predict.py"), f"ckpt_path={model}", f"input={volume}",
+         f"output={output}"],
+        cwd=output.parent, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.slow
 def test_volumes_train_predict_and_evaluate_from_the_command_line(tmp_path: Path) -> None:
     root = write_volume_dataset(tmp_path / "data", count=6)
@@ -158,12 +168,7 @@ def test_volumes_train_predict_and_evaluate_from_the_command_line(tmp_path: Path
     assert json.loads((run / "split.json").read_text())["cache"].startswith(str(tmp_path))
     ckpt = run / "checkpoints" / "last.ckpt"
     held = root / "imagesTr" / "case_000.nii.gz"
-    predicted = subprocess.run(
-        [sys.executable, str(REPO / "predict.py"), f"ckpt_path={ckpt}", f"input={held}",
-         f"output={tmp_path / 'masks'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert predicted.returncode == 0, predicted.stderr
+    _predict(ckpt, held, tmp_path / "masks")
     source, result = nib.load(held), nib.load(tmp_path / "masks" / "case_000.nii.gz")
     assert result.shape == source.shape and np.allclose(result.affine, source.affine)
     assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
@@ -171,12 +176,7 @@ def test_volumes_train_predict_and_evaluate_from_the_command_line(tmp_path: Path
     from unet_lab.commands import export
 
     export.main([f"ckpt_path={ckpt}", f"output={exported}"])
-    by_onnx = subprocess.run(
-        [sys.executable, str(REPO / "predict.py"), f"ckpt_path={exported}", f"input={held}",
-         f"output={tmp_path / 'onnx_masks'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert by_onnx.returncode == 0, by_onnx.stderr
+    _predict(exported, held, tmp_path / "onnx_masks")
     from_onnx = nib.load(tmp_path / "onnx_masks" / "case_000.nii.gz")
     assert np.array_equal(np.asarray(from_onnx.dataobj), np.asarray(result.dataobj))
     evaluated = subprocess.run(

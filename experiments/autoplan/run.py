@@ -37,7 +37,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import command_line, measured_run, provenance, publish  # noqa: E402
+from common import (  # noqa: E402
+    command_line,
+    max_time_argument,
+    mean_sd,
+    measured_run,
+    provenance,
+    publish,
+)
 
 SHARED = REPO.parent / "shared" / "data"
 MONAI = ["model=monai_basic_unet", "optimizer=adam", "optimizer.lr=1e-4", "scheduler=none",
@@ -124,11 +131,6 @@ SETS = {"isbi2012": isbi2012, "hippocampus2d": hippocampus2d, "tiny": tiny,
         "many_classes": many_classes}  # fmt: skip
 
 
-def max_time(minutes: float) -> str:
-    seconds = max(1, round(minutes * 60))
-    return f"+trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}"
-
-
 def train(
     overrides: list[str], run: Path, work: Path, extra: tuple[str, ...] = ()
 ) -> dict[str, Any]:
@@ -160,7 +162,7 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
     planning = round(time.perf_counter() - started, 1)
     chosen = [line.split("`")[1] for line in output.splitlines() if line.startswith("| `")]
     folds: dict[str, list[dict[str, Any]]] = {recipe: [] for recipe in RECIPES}
-    budget = [max_time(options.minutes)]
+    budget = [f"+trainer.max_time={max_time_argument(options.minutes)}"]
     for fold in options.folds:
         tag = f"{name}_{fold}"
         base = [*data, f"data.fold={fold}", *budget]
@@ -177,12 +179,6 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
         print(f"{name} fold {fold}: " + ", ".join(
             f"{r} {folds[r][-1]['dice']:.4f}" for r in RECIPES), flush=True)  # fmt: skip
     return {"plan": chosen, "planning_seconds": planning, "folds": folds}
-
-
-def mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import command_line, provenance, publish  # noqa: E402
+from common import command_line, max_time_argument, provenance, publish  # noqa: E402
 
 FP32 = ["trainer.precision=32-true", "module.channels_last=false"]
 UNTIL_BUDGET = "trainer.max_epochs=100000"  # constant learning rate: train until --minutes
@@ -89,13 +89,6 @@ def run_recipe(command: list[str], workdir: Path) -> tuple[Curve, str | None]:
         return [], f"exit {done.returncode}: {reason}"
     points = curve(workdir)
     return points, None if points else "no validation logged"
-
-
-def budget_argument(minutes: float) -> str:
-    """``trainer.max_time`` for a budget in minutes, as Lightning's DD:HH:MM:SS."""
-    total_minutes, seconds = divmod(round(minutes * 60), 60)
-    hours, minutes_left = divmod(total_minutes, 60)
-    return f"'00:{hours:02d}:{minutes_left:02d}:{seconds:02d}'"
 
 
 def _cell(seconds: float | None, reference: float | None, trained: float) -> str:
@@ -180,7 +173,7 @@ def main() -> None:
             workdir.mkdir()
             train = [
                 sys.executable, str(REPO / "train.py"), *task_overrides, *overrides,
-                f"++trainer.max_time={budget_argument(args.minutes)}", *stop, "test=false",
+                f"++trainer.max_time={max_time_argument(args.minutes)}", *stop, "test=false",
                 "logger=csv", "callbacks.validation_images=null",
                 "trainer.enable_progress_bar=false", f"paths.log_dir={workdir}", *args.overrides,
             ]  # fmt: skip

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
+
+from unet_lab.training.schedulers import warmup_cosine
 
 KEYS = ["image", "label"]
 
@@ -107,19 +108,6 @@ def _infer(net: torch.nn.Module, image: torch.Tensor, patch: tuple[int, ...], ov
         )  # fmt: skip
 
 
-def _schedule(optimizer: torch.optim.Optimizer, steps: int) -> Any:
-    """unet-lab's warmup_cosine: 3 % linear warm-up, then cosine down to 1 % of the rate."""
-    warmup = max(1, round(0.03 * steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _mean_dice(net: torch.nn.Module, loader: Any, patch: tuple[int, ...], classes: int) -> float:
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot
@@ -149,7 +137,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     val_loader = DataLoader(Dataset(spec["val"], Compose(_load_transforms())), batch_size=1)
     net = _network(classes)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    scheduler = _schedule(optimizer, spec["steps"])
+    scheduler = warmup_cosine(optimizer, spec["steps"])  # unet-lab's schedule, as its run
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     step, best, best_step = 0, -1.0, 0
     weights = Path(spec["output"]) / "best.pt"

@@ -37,7 +37,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import command_line, measured_run, publish  # noqa: E402
+from common import command_line, mean_sd, measured_run, publish  # noqa: E402
 
 from unet_lab.metrics.surface import hd95_and_asd  # noqa: E402
 from unet_lab.runs.folders import SPLIT_FILE  # noqa: E402
@@ -188,12 +188,6 @@ def big_volume(
         "unet-lab": {"peak_memory_mib": round(lab_peak), "seconds": round(lab_seconds, 1)},
         "MONAI": {"peak_memory_mib": round(monai_peak), "seconds": round(monai_seconds, 1)},
     }
-
-
-def mean_sd(values: list[float], digits: int) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def table(

@@ -250,7 +250,7 @@ def _summary(
                 largest=float(np.mean([largest == label for largest in sums.largest])),
                 objects_per_case=float(np.median(sums.objects_per_case.get(label, [0]))),
                 object_size=_percentiles(sizes),
-                diameter=_diameter(median_size, dims),
+                diameter=diameter(median_size, dims),
                 depth=float(np.median(sums.depths[label])) if label in sums.depths else None,
             )
         )
@@ -282,7 +282,7 @@ def _percentiles(sizes: np.ndarray) -> dict[str, float]:
     return {"p10": float(p10), "median": float(median), "p90": float(p90)}
 
 
-def _diameter(size: float, dims: int) -> float:
+def diameter(size: float, dims: int) -> float:
     """The diameter of a disk (2D) or ball (3D) of ``size`` pixels (voxels)."""
     if size <= 0:
         return 0.0

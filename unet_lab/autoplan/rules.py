@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from unet_lab.autoplan.fingerprint import Fingerprint
+from unet_lab.autoplan.fingerprint import Fingerprint, diameter
 from unet_lab.data.volumes.preprocessing import target_spacing
 from unet_lab.models.anisotropy import pooling_plan
 
@@ -129,7 +129,7 @@ def _plan_images(
     cap = 512 if device.gpu else 256
     short = float(np.median([min(c.shape) for c in fp.cases]))
     foreground = _foreground(fp)
-    largest = max((_diameter_p90(c, 2) for c in foreground), default=0.0)
+    largest = max((diameter(c.object_size.get("p90", 0.0), 2) for c in foreground), default=0.0)
     depths = [c.depth for c in foreground if c.depth]
     scale = min(1.0, PATCHES_PER_SIDE * cap / short)
     why = f"the median shorter side ({short:g} px) spans about {PATCHES_PER_SIDE} patches"
@@ -202,13 +202,6 @@ def _plan_images(
                  "their upright orientation")  # fmt: skip
     if fixed_lr:
         plan.set("augmentation.train.transforms.hflip", None, "left and right matter (flag)")
-
-
-def _diameter_p90(cls: Any, dims: int) -> float:
-    size = cls.object_size.get("p90", 0.0)
-    if size <= 0:
-        return 0.0
-    return 2 * math.sqrt(size / math.pi) if dims == 2 else (6 * size / math.pi) ** (1 / 3)
 
 
 def _plan_volumes(

@@ -15,8 +15,7 @@ from unet_lab.arguments import check_int
 from unet_lab.autoplan.fingerprint import Fingerprint, Reader, fingerprint_cases
 from unet_lab.data.folder import labelled_samples, read_sample
 from unet_lab.data.labels import LabelMapping
-from unet_lab.data.volumes.folder import labelled_cases, read_case
-from unet_lab.data.volumes.preprocessing import canonical, nonzero_box
+from unet_lab.data.volumes.folder import canonical_cropped, labelled_cases, read_case
 from unet_lab.errors import ConfigError
 
 FOLDER = "unet_lab.data.FolderDataModule"
@@ -83,11 +82,7 @@ def _volumes(data: DictConfig, root: Path, pairs: Path | None, class_names: list
 
     def read(case: Any) -> tuple[np.ndarray, np.ndarray, list[float]]:
         image, labels, volume = read_case(case, len(class_names), file_spacing)
-        channels, spacing, _ = canonical(image, volume.affine)
-        truth = canonical(labels, volume.affine)[0][0]
-        if crop:
-            box = tuple(slice(a, b) for a, b in nonzero_box(channels))
-            channels, truth = channels[(slice(None), *box)], truth[box]
+        channels, truth, spacing, *_ = canonical_cropped(image, labels, volume.affine, crop)
         return channels, truth.astype(np.int64), [float(s) for s in spacing]
 
     everything = [*pool, *(c for cases in given.values() for c in cases)]

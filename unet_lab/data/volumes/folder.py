@@ -336,6 +336,27 @@ def target_spacing_of(spacings: Sequence[Sequence[float]]) -> tuple[float, float
     return target
 
 
+def canonical_cropped(
+    image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray, crop_nonzero: bool
+) -> tuple[
+    np.ndarray, np.ndarray, tuple[float, float, float], np.ndarray, list[int], list[list[int]]
+]:
+    """``image`` ``(I, J, K, C)`` and ``labels`` ``(I, J, K)`` (None: zeros) in the canonical
+    ``(C, D, H, W)`` / ``(D, H, W)`` order, cropped to the non-zero voxels when
+    ``crop_nonzero``. Returns them, the canonical spacing, the orientation, the canonical
+    shape before cropping and the crop box per canonical axis."""
+    channels, spacing, orientation = canonical(image, affine)
+    canonical_shape = [int(n) for n in channels.shape[1:]]
+    truth = (
+        canonical(labels, affine)[0][0]
+        if labels is not None
+        else np.zeros(canonical_shape, np.uint8)
+    )
+    box = nonzero_box(channels) if crop_nonzero else [[0, n] for n in canonical_shape]
+    crop = tuple(slice(a, b) for a, b in box)
+    return channels[(slice(None), *crop)], truth[crop], spacing, orientation, canonical_shape, box
+
+
 def preprocess_arrays(
     image: np.ndarray,
     labels: np.ndarray | None,
@@ -349,16 +370,9 @@ def preprocess_arrays(
     geometry that puts predictions back: the file's ``shape`` and ``affine``, the
     ``orientation`` to RAS+, the ``canonical_shape`` before cropping, the ``crop`` box per
     canonical axis and the canonical ``spacing`` before resampling."""
-    channels, spacing, orientation = canonical(image, affine)
-    canonical_shape = [int(n) for n in channels.shape[1:]]
-    truth = (
-        canonical(labels, affine)[0][0]
-        if labels is not None
-        else np.zeros(canonical_shape, np.uint8)
+    channels, truth, spacing, orientation, canonical_shape, box = canonical_cropped(
+        image, labels, affine, settings["crop_nonzero"]
     )
-    box = nonzero_box(channels) if settings["crop_nonzero"] else [[0, n] for n in canonical_shape]
-    crop = tuple(slice(a, b) for a, b in box)
-    channels, truth = channels[(slice(None), *crop)], truth[crop]
     target = settings["target_spacing"]
     channels = resample(channels, spacing, target, is_label=False)
     truth = resample(truth, spacing, target, is_label=True)
