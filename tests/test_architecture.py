@@ -34,9 +34,11 @@ ALLOWED = {
     "autoplan": LEAVES
     | {"config", "data", "models", "runs", "metrics", "losses", "inference", "pictures"}
     | {"training"},
+    "crossval": LEAVES
+    | {"config", "data", "models", "runs", "metrics", "inference", "training"},
     "commands": LEAVES
     | {"config", "data", "models", "runs", "metrics", "losses", "inference", "pictures"}
-    | {"training", "autoplan"},
+    | {"training", "autoplan", "crossval"},
     "cli": set(),  # imports its commands by name, when one runs
 }
 

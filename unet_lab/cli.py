@@ -57,6 +57,12 @@ COMMANDS = {
         "config with a reason per value; e.g. unet-lab autoplan data=folder data.root=DIR "
         "budget=30m",
     ),
+    "cv": Command(
+        "cv",
+        "cross-validation: train every fold, choose postprocessing on out-of-fold\n"
+        "predictions, write cv/summary.md and an ensemble for predict; e.g.\n"
+        "unet-lab cv experiment=isbi2012 data.root=DIR (model=unet,unet_plusplus compares)",
+    ),
     "plan": Command(
         "plan",
         "parameters, FLOPs and memory of a model on the data it would train on;\n"

@@ -82,25 +82,16 @@ def train_fold(model: str, fold: int, root: Path, overrides: list[str], workdir:
     return summary
 
 
-def score_fold(summary: dict, root: Path, tta: bool) -> dict:
-    """Scores the best checkpoint on its fold's held-out slices, predicted whole."""
-    run_dir = Path(summary["run_dir"])
-    trained = load_trained(run_dir / summary["best_checkpoint"])
-    stems = json.loads((run_dir / "split.json").read_text())["val"]
-    probabilities, truths = [], []
+def score_membranes(membranes: list[np.ndarray], truths: list[np.ndarray]) -> dict:
+    """Membrane Dice and IoU at 0.5, and the challenge's pixel and Rand errors (best over
+    thresholds), of membrane probabilities (or 0/1 maps) against true membrane masks."""
     overlap = false_positive = false_negative = 0
-    for stem in stems:
-        (image,) = (root / "train" / "images").glob(f"{stem}.*")
-        (mask,) = (root / "train" / "masks").glob(f"{stem}.*")
-        membrane = trained.probabilities(read_image(image), tta)[MEMBRANE]
-        truth = read_mask(mask) == 0
+    for membrane, truth in zip(membranes, truths, strict=True):
         predicted = membrane > 0.5
         overlap += int(np.count_nonzero(predicted & truth))
         false_positive += int(np.count_nonzero(predicted & ~truth))
         false_negative += int(np.count_nonzero(~predicted & truth))
-        probabilities.append(membrane)
-        truths.append(truth)
-    boundary = best_over_thresholds(probabilities, truths)
+    boundary = best_over_thresholds(membranes, truths)
     return {
         "dice": 2 * overlap / (2 * overlap + false_positive + false_negative),
         "iou": overlap / (overlap + false_positive + false_negative),
@@ -108,8 +99,24 @@ def score_fold(summary: dict, root: Path, tta: bool) -> dict:
         "pixel_threshold": boundary.pixel_threshold,
         "rand_error": boundary.rand_error,
         "rand_threshold": boundary.rand_threshold,
-        "slices": stems,
     }
+
+
+def labelled_slice(root: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled training slice and its membrane mask (mask value 0)."""
+    (image,) = (root / "train" / "images").glob(f"{stem}.*")
+    (mask,) = (root / "train" / "masks").glob(f"{stem}.*")
+    return read_image(image), read_mask(mask) == 0
+
+
+def score_fold(summary: dict, root: Path, tta: bool) -> dict:
+    """Scores the best checkpoint on its fold's held-out slices, predicted whole."""
+    run_dir = Path(summary["run_dir"])
+    trained = load_trained(run_dir / summary["best_checkpoint"])
+    stems = json.loads((run_dir / "split.json").read_text())["val"]
+    slices = [labelled_slice(root, stem) for stem in stems]
+    membranes = [trained.probabilities(image, tta)[MEMBRANE] for image, _ in slices]
+    return {**score_membranes(membranes, [truth for _, truth in slices]), "slices": stems}
 
 
 def _row(label: str, rows: list[dict], wall: str, parameters: str) -> str:

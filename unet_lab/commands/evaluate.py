@@ -22,23 +22,29 @@ from omegaconf import DictConfig, OmegaConf
 from unet_lab.config.compose import compose_config, instantiate
 from unet_lab.errors import input_errors_exit
 from unet_lab.inference.evaluation import data_config, evaluate, load_data, table
-from unet_lab.inference.trained import load_trained, pick_device
+from unet_lab.inference.models import describe, load_model
+from unet_lab.inference.trained import pick_device
 from unet_lab.inference.volumes import default_tile_size, is_volume_network
 from unet_lab.pictures import colour, display, side_by_side, write_rgb
 from unet_lab.runs.folders import run_dir_of_checkpoint
 
 
 def output_folder(cfg: DictConfig) -> Path:
-    """``output``, else ``eval/<split>-<time>`` in the checkpoint's run folder (or here)."""
+    """``output``, else ``eval/<split>-<time>`` in the checkpoint's run folder, in the folder
+    ``ckpt_path`` names (a run, a cross-validation), or here (a list of checkpoints)."""
     if cfg.output:
         return Path(cfg.output)
-    run_dir = run_dir_of_checkpoint(cfg.ckpt_path) or Path.cwd()
-    return run_dir / "eval" / f"{cfg.split}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    if isinstance(cfg.ckpt_path, str):
+        named = Path(cfg.ckpt_path)
+        folder = named if named.is_dir() else run_dir_of_checkpoint(named)
+    else:
+        folder = None
+    return (folder or Path.cwd()) / "eval" / f"{cfg.split}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
 def run(cfg: DictConfig, data_overrides: list[str]) -> dict[str, Any]:
     """Scores ``cfg.ckpt_path`` on ``cfg.split`` and writes the files; returns the summary."""
-    trained = load_trained(cfg.ckpt_path)
+    trained = load_model(cfg.ckpt_path)
     device = pick_device(cfg.device)
     trained.net.to(device)
     datamodule = load_data(data_config(trained.config, data_overrides))
@@ -56,11 +62,17 @@ def run(cfg: DictConfig, data_overrides: list[str]) -> dict[str, Any]:
         device,
         module_cfg.get("ignore_index"),
         bool(module_cfg.get("include_background", False)),
+        bool(cfg.postprocess),
     )
     output = output_folder(cfg)
     output.mkdir(parents=True, exist_ok=True)
     summary = {
-        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "checkpoint": trained.sources[0] if len(trained.sources) == 1 else trained.sources,
+        "postprocessing": (
+            trained.postprocessing.state_dict()
+            if cfg.postprocess and trained.postprocessing is not None
+            else None
+        ),
         "split": cfg.split,
         "images": len(rows),
         "tta": bool(cfg.tta),
@@ -78,7 +90,12 @@ def run(cfg: DictConfig, data_overrides: list[str]) -> dict[str, Any]:
         image, truth, prediction = pictures[index]
         picture = side_by_side([display(image), colour(truth), colour(prediction)])
         write_rgb(output / f"worst_{rank}_{rows[index]['image']}.png", picture)
-    print(f"{cfg.split}: {len(rows)} images, checkpoint {cfg.ckpt_path}")
+    print(f"{cfg.split}: {len(rows)} images, {describe(trained)}")
+    if len(trained.sources) > 1 and cfg.split != "test":
+        print(
+            f"note: the networks of this ensemble trained on each other's {cfg.split} images; "
+            "score ensembles on the test split (cv/summary.md has the out-of-fold scores)"
+        )
     print(table(split_scores, trained.class_names, "mm" if is_volume_network(trained) else "px"))
     print(f"wrote {output}/metrics.json, per_image.csv and {min(cfg.worst, len(rows))} overlays")
     return summary

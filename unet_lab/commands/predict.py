@@ -23,9 +23,9 @@ from unet_lab.data.files import IMAGE_SUFFIXES, read_image
 from unet_lab.data.pairing import list_files, split_suffix
 from unet_lab.data.volumes.io import VOLUME_SUFFIXES, volume_suffix, write_volume
 from unet_lab.errors import InputError, input_errors_exit
-from unet_lab.inference.export import load_exported
+from unet_lab.inference.models import describe, load_model
 from unet_lab.inference.sliding_window import SlidingWindowPredictor
-from unet_lab.inference.trained import TrainedNetwork, load_trained, pick_device
+from unet_lab.inference.trained import TrainedNetwork, pick_device
 from unet_lab.inference.volumes import (
     default_tile_size,
     is_volume_network,
@@ -55,24 +55,21 @@ def input_files(pattern: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[
 
 
 def predict_file(
-    trained: TrainedNetwork, predictor: SlidingWindowPredictor, path: Path, device: torch.device
+    trained: TrainedNetwork,
+    predictor: SlidingWindowPredictor,
+    path: Path,
+    device: torch.device,
+    postprocess: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, class probabilities (C, H, W), labels (H, W)) for one file."""
     image = read_image(path)
     probs = trained.predict(image, predictor, device).numpy()  # at the image's own size
-    return image, probs, probs.argmax(axis=0)
-
-
-def load_network(path: str) -> TrainedNetwork:
-    """A checkpoint, or an exported ``.onnx`` or ``.pt`` (TorchScript) model with its sidecar."""
-    if Path(path).suffix in (".onnx", ".pt"):
-        return load_exported(Path(path))
-    return load_trained(path)
+    return image, probs, trained.labels(probs, postprocess)
 
 
 def run(cfg: DictConfig) -> list[Path]:
     """Predicts every input ``cfg`` names and writes the masks; returns the files written."""
-    trained = load_network(str(cfg.ckpt_path))
+    trained = load_model(cfg.ckpt_path)
     device = pick_device(cfg.device)
     trained.net.to(device)
     tile_size = cfg.window.tile_size or default_tile_size(trained)
@@ -83,11 +80,17 @@ def run(cfg: DictConfig) -> list[Path]:
     output.mkdir(parents=True, exist_ok=True)
     dtype = np.uint8 if len(trained.class_names) <= 256 else np.uint16
     written = []
+    if len(trained.sources) > 1 or trained.postprocessing is not None:
+        rules = trained.postprocessing if cfg.postprocess else None
+        shown = rules.describe(trained.class_names) if rules is not None else "none"
+        print(f"model: {describe(trained)}; postprocessing: {shown}", flush=True)
     for number, path in enumerate(files, start=1):
         if volumes:
-            target, labels = _predict_volume(trained, predictor, path, device, output, dtype)
+            target, labels = _predict_volume(
+                trained, predictor, path, device, output, dtype, cfg.postprocess
+            )
         else:
-            image, probs, labels = predict_file(trained, predictor, path, device)
+            image, probs, labels = predict_file(trained, predictor, path, device, cfg.postprocess)
             target = output / f"{path.stem}.png"
             cv2.imwrite(str(target), labels.astype(dtype))
             if cfg.overlay:
@@ -111,10 +114,12 @@ def _predict_volume(
     device: torch.device,
     output: Path,
     dtype: type,
+    postprocess: bool = True,
 ) -> tuple[Path, np.ndarray]:
     """A label volume for one volume file, in its own geometry and format."""
     image, volume = read_case(trained, [path])
-    labels = predict_volume(trained, image, volume.affine, predictor, device).argmax(axis=0)
+    probs = predict_volume(trained, image, volume.affine, predictor, device)
+    labels = trained.labels(probs, postprocess)
     suffix = volume_suffix(path) or ".nii.gz"
     target = output / f"{path.name[: -len(suffix)]}{suffix}"
     write_volume(target, labels.astype(dtype), volume.affine, like=volume)

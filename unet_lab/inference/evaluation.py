@@ -4,8 +4,8 @@ metric classes as the test stage (``unet-lab eval`` writes them)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -93,6 +93,47 @@ class SplitScores:
         return {k: float(v) for k, v in totals.items()}
 
 
+class CasePrediction(NamedTuple):
+    """One case of a split, predicted: its image (``(H, W[, C])``, or a volume's
+    ``(I, J, K, C)``), true and predicted labels at its own size, and its spacing in mm per axis
+    (volumes; None: pixels)."""
+
+    name: str
+    image: np.ndarray
+    truth: np.ndarray
+    prediction: np.ndarray
+    spacing: Sequence[float] | None
+
+
+def predicted_cases(
+    trained: TrainedNetwork,
+    datamodule: InMemoryDataModule,
+    split: str,
+    predictor: Any,
+    device: torch.device,
+    postprocess: bool = True,
+) -> Iterator[CasePrediction]:
+    """The cases of a split, one at a time, predicted at their own size (volumes: read from
+    their files and predicted in their own geometry), with the network's postprocessing unless
+    ``postprocess`` is false."""
+    if not datamodule.has_split(split):
+        raise InputError(f"the data has no {split} split")
+    if is_volume_network(trained):
+        for case in datamodule.split[split]:  # type: ignore[attr-defined]
+            image, volume = read_case(trained, case.images)
+            truth = read_label_volume(case.label, len(trained.class_names)).array
+            probs = predict_volume(trained, image, volume.affine, predictor, device)
+            labels = trained.labels(probs, postprocess)
+            yield CasePrediction(case.name, image, truth, labels, volume.spacing)
+        return
+    images, masks = datamodule.load_split(split)
+    for name, image, mask in zip(
+        image_names(datamodule, split, len(images)), images, masks, strict=True
+    ):
+        probs = trained.predict(image, predictor, device).numpy()
+        yield CasePrediction(name, image, mask, trained.labels(probs, postprocess), None)
+
+
 def evaluate(
     trained: TrainedNetwork,
     datamodule: InMemoryDataModule,
@@ -101,50 +142,24 @@ def evaluate(
     device: torch.device,
     ignore_index: int | None,
     include_background: bool,
+    postprocess: bool = True,
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[tuple[np.ndarray, ...]]]:
     """Split scores, per-image rows, and (image, truth, prediction) for every image (for
     volumes: the slice with the most foreground), each at the image's own size (volumes: in
     the file's own geometry, distances in mm)."""
-    if not datamodule.has_split(split):
-        raise InputError(f"the data has no {split} split")
-    if is_volume_network(trained):
-        settings = (predictor, device, ignore_index, include_background)
-        return _evaluate_volumes(trained, datamodule, split, *settings)
-    images, masks = datamodule.load_split(split)
     scores = SplitScores(trained.class_names, ignore_index, include_background)
     pictures: list[tuple[np.ndarray, ...]] = []
-    for name, image, mask in zip(
-        image_names(datamodule, split, len(images)), images, masks, strict=True
-    ):
-        prediction = trained.predict(image, predictor, device).argmax(dim=0).numpy()
-        scores.add(name, prediction, mask, None)
-        pictures.append((image, mask, _small(prediction, len(trained.class_names))))
-    return scores.compute(), scores.rows, pictures
-
-
-def _evaluate_volumes(
-    trained: TrainedNetwork,
-    datamodule: Any,
-    split: str,
-    predictor: Any,
-    device: torch.device,
-    ignore_index: int | None,
-    include_background: bool,
-) -> tuple[dict[str, float], list[dict[str, Any]], list[tuple[np.ndarray, ...]]]:
-    """:func:`evaluate` for volumes: each case read from its files, predicted in its own
-    geometry and scored against its label file at the file's spacing."""
-    scores = SplitScores(trained.class_names, ignore_index, include_background)
-    pictures: list[tuple[np.ndarray, ...]] = []
-    for case in datamodule.split[split]:
-        image, volume = read_case(trained, case.images)
-        truth = read_label_volume(case.label, len(trained.class_names)).array
-        prediction = predict_volume(trained, image, volume.affine, predictor, device).argmax(0)
-        scores.add(case.name, prediction, truth, volume.spacing)
-        k = busiest_slice(truth, axis=2)
+    classes = len(trained.class_names)
+    for case in predicted_cases(trained, datamodule, split, predictor, device, postprocess):
+        scores.add(case.name, case.prediction, case.truth, case.spacing)
+        if case.spacing is None:
+            pictures.append((case.image, case.truth, _small(case.prediction, classes)))
+            continue
+        k = busiest_slice(case.truth, axis=2)
         picture = (
-            image[:, :, k, :1],
-            truth[:, :, k],
-            _small(prediction[:, :, k], len(trained.class_names)),
+            case.image[:, :, k, :1],
+            case.truth[:, :, k],
+            _small(case.prediction[:, :, k], classes),
         )
         pictures.append(picture)
     return scores.compute(), scores.rows, pictures

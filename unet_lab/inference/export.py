@@ -18,6 +18,7 @@ from torch import nn
 from unet_lab.arguments import per_axis
 from unet_lab.data.normalization import Normalizer
 from unet_lab.errors import InputError, first_line
+from unet_lab.inference.postprocessing import Postprocessing
 from unet_lab.inference.trained import TrainedNetwork
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -230,6 +231,10 @@ def load_exported(path: Path) -> TrainedNetwork:
         {"model": meta["model"], "data": {"patch_size": meta.get("patch_size")}},
         float(meta.get("scale", 1.0)),  # sidecars from before data.scale: 1
         meta.get("preprocessing"),  # volumes: what new cases need
+        Postprocessing.from_state_dict(meta["postprocessing"])
+        if meta.get("postprocessing")
+        else None,
+        sources=[str(path)],
     )
 
 
@@ -263,7 +268,8 @@ def export(
     meta = {
         "format": format,
         "input": "image (batch, channels, height, width), float32, normalized as below",
-        "output": "logits (batch, classes, height, width); softmax over classes",
+        "output": "logits (batch, classes, height, width); softmax over classes (an "
+        "ensemble's logits are the log of its networks' mean probabilities)",
         "in_channels": trained.in_channels,
         "out_channels": int(getattr(trained.net, "num_classes", len(trained.class_names))),
         "class_names": trained.class_names,
@@ -280,6 +286,10 @@ def export(
         "tile_size": int(tile_size),
         "opset": int(opset),
         "checkpoint": source,
+        "ensemble_of": trained.sources if len(trained.sources) > 1 else None,
+        "postprocessing": (
+            trained.postprocessing.state_dict() if trained.postprocessing is not None else None
+        ),
         "model": trained.config.get("model"),
         "spatial_dims": _spatial_dims(trained.net),
         "patch_size": trained.config.get("data", {}).get("patch_size"),

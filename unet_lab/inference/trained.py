@@ -5,7 +5,7 @@ the image resampled to it; its probabilities are resampled back)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from unet_lab.data.dataset import as_unit_float, image_to_tensor
 from unet_lab.data.normalization import Normalizer
 from unet_lab.data.scaling import probabilities_at, resample_image
 from unet_lab.errors import InputError
+from unet_lab.inference.postprocessing import Postprocessing
 from unet_lab.runs.checkpoints import CONFIG_KEY, DATA_KEY, read_checkpoint
 
 
@@ -73,7 +74,9 @@ class TrainedNetwork:
     """A network in eval mode with what it was trained on: class names, input channels, the
     normalization (with dataset statistics, if any), the run's resolved config, the
     working resolution ``scale`` (``data.scale``: the factor its inputs were resampled by),
-    and for volumes the ``preprocessing`` that new cases need."""
+    for volumes the ``preprocessing`` that new cases need, the connected-component
+    ``postprocessing`` chosen for it (by ``unet-lab cv``; None: none) and the files it was
+    loaded from (``sources``: several for an ensemble)."""
 
     net: nn.Module
     class_names: list[str]
@@ -83,6 +86,16 @@ class TrainedNetwork:
     scale: float = 1.0
     # Volumes: the preprocessing of the training cache (target spacing, normalization, ...).
     preprocessing: dict[str, Any] | None = None
+    postprocessing: Postprocessing | None = None
+    sources: list[str] = field(default_factory=list)
+
+    def labels(self, probs: np.ndarray, postprocess: bool = True) -> np.ndarray:
+        """The label map of class probabilities ``(C, *spatial)``: their argmax, cleaned up by
+        the network's ``postprocessing`` (if any, and unless ``postprocess`` is false)."""
+        labels = probs.argmax(axis=0)
+        if postprocess and self.postprocessing is not None:
+            labels = self.postprocessing(labels)
+        return labels
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """A decoded image ``(H, W[, C])`` (integer or float) as a normalized ``(1, C, h, w)``
@@ -147,6 +160,7 @@ def load_trained(checkpoint: str | Path) -> TrainedNetwork:
         config,
         float(data.get("scale", 1.0)),  # checkpoints from before data.scale: 1
         data.get("preprocessing"),
+        sources=[str(Path(checkpoint).resolve())],
     )
 
 

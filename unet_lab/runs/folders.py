@@ -69,11 +69,12 @@ def unquote(value: str) -> str:
     return value[1:-1] if len(value) > 1 and value[0] == value[-1] in ("'", '"') else value
 
 
-def run_folder_argument(args: list[str]) -> Path | None:
-    """The folder that ``hydra.run.dir=...`` in ``args`` gives a single run, if any."""
+def run_folder_argument(args: list[str], key: str = "hydra.run.dir") -> Path | None:
+    """The folder that ``hydra.run.dir=...`` in ``args`` gives a single run (or, with
+    ``key="hydra.sweep.dir"``, a sweep), if any."""
     for arg in reversed(args):
-        key, _, value = arg.partition("=")
-        if key.lstrip("+") == "hydra.run.dir":
+        name, _, value = arg.partition("=")
+        if name.lstrip("+") == key:
             return Path(unquote(value))
     return None
 

@@ -23,11 +23,14 @@ def finished_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary if summary.get("status") == "completed" else None
 
 
-def _finite(value: Any) -> Any:
+def finite_values(value: Any) -> Any:
+    """``value`` (nested dicts and lists) with non-finite floats as None, for JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_values(v) for v in value]
     return value
 
 
@@ -35,7 +38,7 @@ def write_run_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Writes ``metrics.json`` (non-finite scores such as NaN for absent classes become null)."""
     path = run_dir / SUMMARY_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite(summary), indent=2) + "\n")
+    tmp.write_text(json.dumps(finite_values(summary), indent=2) + "\n")
     tmp.replace(path)
     return path
 

@@ -75,6 +75,16 @@ def run_command(args: Sequence[str] | None = None) -> None:
     _run(list(sys.argv[1:] if args is None else args), full_traceback_asked())
 
 
+def run_sweep(args: Sequence[str]) -> Path:
+    """Runs ``unet-lab train -m *args`` as the command does (resume, run folders, launchers);
+    config mistakes print one line and exit with code 2. Returns the sweep folder."""
+    ran = _run(["-m", *[a for a in args if a not in ("-m", "--multirun")]], full_traceback_asked())
+    folder = run_folder_argument(ran, "hydra.sweep.dir")
+    if folder is None:
+        raise RuntimeError("the sweep ran without a hydra.sweep.dir")
+    return folder
+
+
 def fit(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     """Trains exactly as ``python train.py *overrides`` does, from Python (a notebook, a script).
 
