@@ -9,7 +9,7 @@ from conftest import FAST, SMALL_UNET, TINY_DATA, compose_config
 from torch import nn
 
 from unet_lab.errors import ConfigError, InputError
-from unet_lab.inference.trained import load_trained, probabilities
+from unet_lab.inference.trained import label_map, load_trained, probabilities
 from unet_lab.training import build, train
 
 
@@ -144,3 +144,12 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
     with pytest.raises(InputError, match=r"refused: .* could run code"):
         load_trained(tmp_path / "evil.ckpt")
     assert not marker.exists()
+
+
+def test_the_label_map_is_the_argmax_in_the_smallest_type() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.integers(0, 4, (5, 6, 7, 8)).astype(np.float32)  # many ties: the first wins
+    labels = label_map(probs)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, probs.argmax(axis=0))
+    assert label_map(rng.random((300, 4, 4)).astype(np.float32)).dtype == np.uint16

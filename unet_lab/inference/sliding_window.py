@@ -172,7 +172,8 @@ class SlidingWindowPredictor:
                 total[(slice(None), *region)] += tile_probs * weight
                 weights[region] += weight
         assert total is not None
-        return (total / weights)[(slice(None), *window((0,) * len(sides), sides))].cpu()
+        total /= weights  # in place: a large volume's probabilities are held once
+        return total[(slice(None), *window((0,) * len(sides), sides))].cpu()
 
     def _batches(self, positions: list[Position]) -> Iterator[list[Position]]:
         chunks = [

@@ -59,6 +59,20 @@ class Predictor(Protocol):
     def __call__(self, net: nn.Module, image: torch.Tensor) -> torch.Tensor: ...
 
 
+def label_map(probs: np.ndarray) -> np.ndarray:
+    """The argmax over the classes of ``probs`` ``(C, *spatial)`` (the first class on ties),
+    as uint8 (uint16 beyond 256 classes): class by class, so that a large volume needs no
+    int64 array of its size."""
+    dtype = np.uint8 if len(probs) <= 256 else np.uint16
+    labels = np.zeros(probs.shape[1:], dtype)
+    best = np.array(probs[0], copy=True)
+    for index in range(1, len(probs)):
+        higher = probs[index] > best
+        labels[higher] = index
+        np.copyto(best, probs[index], where=higher)
+    return labels
+
+
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities (float32, or float64 for float64 logits); a single foreground logit
     gives (background, foreground)."""
@@ -92,7 +106,7 @@ class TrainedNetwork:
     def labels(self, probs: np.ndarray, postprocess: bool = True) -> np.ndarray:
         """The label map of class probabilities ``(C, *spatial)``: their argmax, cleaned up by
         the network's ``postprocessing`` (if any, and unless ``postprocess`` is false)."""
-        labels = probs.argmax(axis=0)
+        labels = label_map(probs)
         if postprocess and self.postprocessing is not None:
             labels = self.postprocessing(labels)
         return labels

@@ -76,18 +76,25 @@ def predict_volume(
 
 def restore_geometry(probs: np.ndarray, geometry: dict[str, Any]) -> np.ndarray:
     """Probabilities ``(C, d, h, w)`` at the target spacing back into the file's voxel grid
-    ``(C, I, J, K)`` (see :func:`~unet_lab.data.volumes.folder.preprocess_arrays`)."""
+    ``(C, I, J, K)`` (see :func:`~unet_lab.data.volumes.folder.preprocess_arrays`), channel by
+    channel into one output array, so that a large volume needs one more copy of a channel,
+    not of all of them."""
     box = geometry["crop"]
     cropped = [b - a for a, b in box]
-    full = np.zeros((probs.shape[0], *geometry["canonical_shape"]), np.float32)
-    full[0] = 1.0  # background outside the cropped region
-    region = (slice(None), *(slice(a, b) for a, b in box))
-    factors = [n / s for n, s in zip(cropped, probs.shape[1:], strict=True)]
-    for c, channel in enumerate(probs):
-        resampled = ndimage.zoom(channel, factors, order=1, mode="nearest", grid_mode=True)
-        fitted = np.zeros(cropped, np.float32)
-        sliced = resampled[tuple(slice(0, n) for n in cropped)]
-        fitted[tuple(slice(0, n) for n in sliced.shape)] = sliced
-        full[region][c] = fitted
+    region = tuple(slice(a, b) for a, b in box)
     orientation = np.asarray(geometry["orientation"])
-    return np.stack([uncanonical(channel, orientation) for channel in full])
+    factors = [n / s for n, s in zip(cropped, probs.shape[1:], strict=True)]
+    restored: np.ndarray | None = None
+    for c, channel in enumerate(probs):
+        if any(f != 1 for f in factors):
+            channel = ndimage.zoom(channel, factors, order=1, mode="nearest", grid_mode=True)
+        # Background outside the cropped region (and where rounding left the zoom short).
+        canonical = np.full(geometry["canonical_shape"], 1.0 if c == 0 else 0.0, np.float32)
+        fitted = channel[tuple(slice(0, n) for n in cropped)]
+        canonical[region][tuple(slice(0, n) for n in fitted.shape)] = fitted
+        in_file = uncanonical(canonical, orientation)
+        if restored is None:
+            restored = np.empty((len(probs), *in_file.shape), np.float32)
+        restored[c] = in_file
+    assert restored is not None
+    return restored
