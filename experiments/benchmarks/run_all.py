@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "scaling": ([], ["--quick"]),
     "time_to_quality": ([], ["--quick"]),
     "volume_memory": ([], ["--quick"]),
+    "ensemble_memory": ([], ["--side", "1024"]),
     "precision": (["--seeds", "0", "1", "2", "--epochs", "2", "--settings", "bf16+cl"], None),
 }
 
