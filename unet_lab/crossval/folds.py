@@ -120,9 +120,9 @@ def read_sweep(sweep_dir: Path) -> list[Configuration]:
         groups.setdefault(tuple(overrides), []).append((job, int(config.data.fold)))
     varying = _varying_keys([list(key) for key in groups])
     configurations = []
-    for overrides, jobs_of in groups.items():
-        shown = [o for o in overrides if override_key(o) in varying]
-        configuration = Configuration(" ".join(shown) or "all", list(overrides))
+    for key, jobs_of in groups.items():
+        shown = [o for o in key if override_key(o) in varying]
+        configuration = Configuration(" ".join(shown) or "all", list(key))
         for job, fold in jobs_of:
             path = job / SUMMARY_FILE
             summary = json.loads(path.read_text()) if path.is_file() else {"status": "missing"}

@@ -140,7 +140,7 @@ def _section(result: Result) -> list[str]:
         lines += [f"Folds without a completed run: {missing} (see their train.log).", ""]
     scores = result.fold_scores()
     present = {k for s in scores.values() for k in s}
-    keys = [k for k in ("dice", "iou", "hd95", "asd", "loss") if k in present]
+    keys: list[str] = [k for k in ("dice", "iou", "hd95", "asd", "loss") if k in present]
     keys += sorted(k for k in present if k.startswith("dice_"))
     rows = [(f"fold {k}", s) for k, s in scores.items()]
     spread = {k: mean_sd([s.get(k, math.nan) for s in scores.values()]) for k in keys}

@@ -58,11 +58,16 @@ class Ensemble(nn.Module):
         self.size_multiple = tuple(math.lcm(*axis) for axis in zip(*grids, strict=True))
         self.output_margin = getattr(first, "output_margin", None)
         self.valid_sizes = getattr(first, "valid_sizes", None)
-        adapted = input_scales is not None and input_shifts is not None
-        self.adapted = adapted
-        if adapted:
-            self.register_buffer("input_scales", torch.tensor(input_scales, dtype=torch.float32))
-            self.register_buffer("input_shifts", torch.tensor(input_shifts, dtype=torch.float32))
+        self.adapted = input_scales is not None and input_shifts is not None
+        # Per network and input channel (identity when not adapted).
+        self.input_scales: torch.Tensor
+        self.input_shifts: torch.Tensor
+        channels = len(input_scales[0]) if input_scales else 1
+        ones, zeros = [[1.0] * channels] * len(nets), [[0.0] * channels] * len(nets)
+        scales = input_scales if input_scales is not None else ones
+        shifts = input_shifts if input_shifts is not None else zeros
+        self.register_buffer("input_scales", torch.tensor(scales, dtype=torch.float32))
+        self.register_buffer("input_shifts", torch.tensor(shifts, dtype=torch.float32))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         total = torch.zeros((), device=image.device)
