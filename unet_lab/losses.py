@@ -311,6 +311,50 @@ class BorderWeightedCrossEntropyLoss(nn.Module):
         return (loss * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
+class RegionLoss(nn.Module):
+    """Overlapping regions (``data.regions``): binary cross-entropy plus soft Dice, one sigmoid
+    per region, against region targets ``(N, R, *spatial)`` of 0 and 1; pixels whose target is
+    negative (ignored in the label map) count in neither term.
+
+    Args:
+        dice_weight, bce_weight: weights of the two terms.
+        batch_dice: Dice over the whole batch per region (nnU-Net's), else per image.
+        smooth: added to the Dice's numerator and denominator.
+        ignore_index: the label value left out (``module.ignore_index`` reads it); it reaches
+            the loss as negative targets, which :meth:`forward` leaves out.
+    """
+
+    multi_label = True  # the module gives it region targets, not a label map
+
+    def __init__(
+        self,
+        dice_weight: float = 1.0,
+        bce_weight: float = 1.0,
+        batch_dice: bool = True,
+        smooth: float = 1e-5,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.dice_weight = check_float("dice_weight", dice_weight, 0.0)
+        self.bce_weight = check_float("bce_weight", bce_weight, 0.0)
+        self.batch_dice = batch_dice
+        self.smooth = check_float("smooth", smooth, 0.0)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = _full_precision(logits)
+        valid = (target >= 0).to(logits.dtype)
+        truth = target.clamp_min(0).to(logits.dtype)
+        cross = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
+        bce = (cross * valid).sum() / valid.sum().clamp_min(1)
+        probs = torch.sigmoid(logits) * valid
+        truth = truth * valid
+        dims = [0, *range(2, logits.ndim)] if self.batch_dice else list(range(2, logits.ndim))
+        overlap = (probs * truth).sum(dims)
+        dice = (2 * overlap + self.smooth) / (probs.sum(dims) + truth.sum(dims) + self.smooth)
+        return self.bce_weight * bce + self.dice_weight * (1 - dice.mean())
+
+
 class DeepSupervisionLoss(nn.Module):
     """``loss`` over a network's outputs ``[main, aux_1, ..., aux_k]`` (all at the target's
     size), weighted ``1, 1/2, ..., 1/2^k`` and normalized to sum to 1; a single tensor is

@@ -96,7 +96,8 @@ def run(cfg: DictConfig, data_overrides: list[str]) -> dict[str, Any]:
             f"note: the networks of this ensemble trained on each other's {cfg.split} images; "
             "score ensembles on the test split (cv/summary.md has the out-of-fold scores)"
         )
-    print(table(split_scores, trained.class_names, "mm" if is_volume_network(trained) else "px"))
+    names = trained.regions.names if trained.regions is not None else trained.class_names
+    print(table(split_scores, names, "mm" if is_volume_network(trained) else "px"))
     print(f"wrote {output}/metrics.json, per_image.csv and {min(cfg.worst, len(rows))} overlays")
     return summary
 

@@ -3,7 +3,10 @@
 the keys).
 
 Writes ``<name>.png`` per input image: class indices (0..C-1) at the input's size, 8-bit (16-bit
-beyond 256 classes); optionally an overlay and the class probabilities.
+beyond 256 classes); optionally an overlay and the class probabilities. A network of
+overlapping regions (``data.regions``) also writes one mask per region, ``<name>_<region>.png``
+(0 or 255; volumes: ``<name>_<region>.nii.gz``, 0 or 1), and its label map paints the regions in
+order.
 """
 
 from __future__ import annotations
@@ -93,6 +96,9 @@ def run(cfg: DictConfig) -> list[Path]:
             image, probs, labels = predict_file(trained, predictor, path, device, cfg.postprocess)
             target = output / f"{path.stem}.png"
             cv2.imwrite(str(target), labels.astype(dtype))
+            for index, region in enumerate(trained.regions.names if trained.regions else []):
+                mask = (probs[index] > 0.5).astype(np.uint8) * 255
+                cv2.imwrite(str(output / f"{path.stem}_{region}.png"), mask)
             if cfg.overlay:
                 write_rgb(output / f"{path.stem}_overlay.png", overlay(image, labels))
             if cfg.probabilities:
@@ -121,8 +127,12 @@ def _predict_volume(
     probs = predict_volume(trained, image, volume.affine, predictor, device)
     labels = trained.labels(probs, postprocess)
     suffix = volume_suffix(path) or ".nii.gz"
-    target = output / f"{path.name[: -len(suffix)]}{suffix}"
+    stem = path.name[: -len(suffix)]
+    target = output / f"{stem}{suffix}"
     write_volume(target, labels.astype(dtype), volume.affine, like=volume)
+    for index, region in enumerate(trained.regions.names if trained.regions else []):
+        mask = (probs[index] > 0.5).astype(np.uint8)
+        write_volume(output / f"{stem}_{region}{suffix}", mask, volume.affine, like=volume)
     return target, labels
 
 

@@ -80,6 +80,12 @@ class FoldRun:
     def checkpoint(self) -> Path:
         return self.run_dir / str(self.summary.get("best_checkpoint") or "checkpoints/best.ckpt")
 
+    @property
+    def regions(self) -> bool:
+        """Whether the run trained overlapping regions (``data.regions``)."""
+        config = yaml.safe_load((self.run_dir / HYDRA_DIR / "config.yaml").read_text())
+        return bool((config.get("data") or {}).get("regions"))
+
     def validation(self) -> dict[str, float]:
         """The best checkpoint's validation scores (NaN where a class was absent)."""
         return {

@@ -15,6 +15,7 @@ from unet_lab.crossval.out_of_fold import predict_out_of_fold
 from unet_lab.crossval.postprocessing import choose_postprocessing
 from unet_lab.crossval.report import BOX_PLOT, SUMMARY, Result, best_result, box_plot, markdown
 from unet_lab.crossval.report import record as cv_record
+from unet_lab.inference.postprocessing import Postprocessing
 from unet_lab.metrics.scores import first_scored_class
 from unet_lab.runs.crossval import CV_DIR, CV_FILE, write_ensemble
 from unet_lab.runs.summary import finite_values
@@ -39,6 +40,12 @@ def summarize(
         first = configuration.runs[0].summary["optimized_metric"]
         metric, mode = first["name"], first["mode"]
         folder = cv / configuration.slug
+        checkpoints = [configuration.runs[k].checkpoint for k in range(folds)]
+        if configuration.runs[0].regions:
+            # Out-of-fold label maps and component rules are for exclusive classes.
+            log.info("cv: %s trains overlapping regions: no out-of-fold scores", configuration.name)
+            write_ensemble(folder, checkpoints, Postprocessing().state_dict())
+            continue
         log.info("cv: out-of-fold predictions of %s", configuration.name)
         oof = predict_out_of_fold(configuration, folder, torch.device(device))
         result.class_names = oof.class_names
@@ -50,7 +57,6 @@ def summarize(
             connectivity,
         )
         result.processed, _ = oof.scores(result.postprocessing)
-        checkpoints = [configuration.runs[k].checkpoint for k in range(folds)]
         write_ensemble(folder, checkpoints, result.postprocessing.state_dict())
     best = best_result(results, mode)
     cv.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 from unet_lab.arguments import check_int
 from unet_lab.data.dataset import SegmentationArrayDataset
 from unet_lab.data.normalization import Normalizer
+from unet_lab.data.regions import Regions
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -47,6 +48,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     # fitting, see the images resampled by it; the final validation and the test score the
     # network's resampled-back predictions at each image's own size. Subclasses may set it.
     scale: float = 1.0
+    # Overlapping classes as regions of the label maps (data.regions); None: exclusive classes.
+    regions: Regions | None = None
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
 from unet_lab.data.files import IMAGE_SUFFIXES, DataError, read_image, read_mask
 from unet_lab.data.labels import LabelMapping
 from unet_lab.data.pairing import cases_from_list, find_cases
+from unet_lab.data.regions import Regions
 from unet_lab.data.scaling import (
     AUTO,
     AUTO_MIN_DEPTH,
@@ -81,6 +82,9 @@ class FolderDataModule(InMemoryDataModule):
             > 0) instead of placed at random; helps when objects are small and rare.
         samples_per_epoch: training samples (patches) drawn per epoch; default one per
             training image. Raise it for few, large images, so an epoch is more than a few steps.
+        regions: overlapping classes as unions of label values, ``{name: [values]}`` (e.g.
+            ``{whole: [1, 2, 3], core: [2, 3], enhancing: [3]}``): the network gets one sigmoid
+            output per region (:class:`~unet_lab.data.regions.Regions`; with ``loss=regions``).
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class FolderDataModule(InMemoryDataModule):
         mask_name: str | None = None,
         image_pattern: str | None = None,
         pairs: str | None = None,
+        regions: dict[str, list[int]] | None = None,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         if pairs is not None and (mask_name is not None or image_pattern is not None):
@@ -126,6 +131,7 @@ class FolderDataModule(InMemoryDataModule):
             raise DataError(f"data.class_names has {len(names)} names for {num_classes} classes")
         self._class_names = names
         self.labels = LabelMapping(num_classes, mask_values, palette, ignore_index)
+        self.regions = Regions(regions, num_classes) if regions else None
         check_float("val_fraction", val_fraction, 0.0, 0.9)
         check_float("test_fraction", test_fraction, 0.0, 0.9)
         if folds is not None:

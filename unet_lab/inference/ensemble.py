@@ -15,14 +15,20 @@ from torch import nn
 
 from unet_lab.arguments import per_axis
 from unet_lab.errors import InputError
-from unet_lab.inference.trained import TrainedNetwork, class_probabilities, load_trained
+from unet_lab.inference.trained import (
+    TrainedNetwork,
+    is_multi_label,
+    load_trained,
+    output_probabilities,
+)
 
 
 class Ensemble(nn.Module):
     """The mean class probabilities of several networks, as one network.
 
     Its output is the logarithm of the mean probabilities, so the softmax that turns a
-    network's logits into probabilities gives back exactly that mean.
+    network's logits into probabilities gives back exactly that mean (networks of overlapping
+    regions: the logit of the mean sigmoid probabilities, for the sigmoid).
 
     Args:
         nets: networks with the same input channels, classes and spatial axes.
@@ -58,6 +64,7 @@ class Ensemble(nn.Module):
         self.size_multiple = tuple(math.lcm(*axis) for axis in zip(*grids, strict=True))
         self.output_margin = getattr(first, "output_margin", None)
         self.valid_sizes = getattr(first, "valid_sizes", None)
+        self.multi_label = is_multi_label(first)
         self.adapted = input_scales is not None and input_shifts is not None
         # Per network and input channel (identity when not adapted).
         self.input_scales: torch.Tensor
@@ -78,9 +85,12 @@ class Ensemble(nn.Module):
                 scale = self.input_scales[index].to(image.dtype).view(view)
                 shift = self.input_shifts[index].to(image.dtype).view(view)
                 member_input = image * scale + shift
-            total = total + class_probabilities(net(member_input))
+            total = total + output_probabilities(net(member_input), self.multi_label)
         mean = total / len(self.nets)
-        return torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
+        tiny = torch.finfo(mean.dtype).tiny
+        if self.multi_label:
+            return torch.logit(mean, eps=1e-7)
+        return torch.log(mean.clamp_min(tiny))
 
 
 def _differs(what: str, path: Path, value: object, first: Path, expected: object) -> InputError:
@@ -123,6 +133,8 @@ def ensemble_of(members: Sequence[TrainedNetwork], paths: Sequence[Path]) -> Tra
             ("input channels", member.in_channels, first.in_channels),
             ("working resolution (data.scale)", member.scale, first.scale),
             ("volume preprocessing", member.preprocessing, first.preprocessing),
+            ("regions", member.regions and member.regions.state_dict(),
+             first.regions and first.regions.state_dict()),
             ("output margin", getattr(member.net, "output_margin", None),
              getattr(first.net, "output_margin", None)),
         ):  # fmt: skip
@@ -144,6 +156,7 @@ def ensemble_of(members: Sequence[TrainedNetwork], paths: Sequence[Path]) -> Tra
         first.preprocessing,
         postprocessing=first.postprocessing,
         sources=[str(p) for p in paths],
+        regions=first.regions,
     )
 
 

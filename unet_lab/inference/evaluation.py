@@ -13,13 +13,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from unet_lab.config.compose import compose_train_config, instantiate
 from unet_lab.data.datamodule import InMemoryDataModule
+from unet_lab.data.regions import Regions
 from unet_lab.data.volumes.io import read_label_volume
 from unet_lab.data.volumes.patches import busiest_slice
 from unet_lab.errors import InputError
 from unet_lab.inference.trained import TrainedNetwork
 from unet_lab.inference.volumes import is_volume_network, predict_volume, read_case
+from unet_lab.metrics.multilabel import MultiLabelScores
 from unet_lab.metrics.scores import SegmentationScores
-from unet_lab.metrics.surface import SurfaceDistances
+from unet_lab.metrics.surface import SurfaceDistances, hd95_and_asd
 
 
 def data_config(stored: dict[str, Any], overrides: list[str]) -> DictConfig:
@@ -93,16 +95,66 @@ class SplitScores:
         return {k: float(v) for k, v in totals.items()}
 
 
+class RegionSplitScores:
+    """:class:`SplitScores` for overlapping regions (``data.regions``): Dice, IoU and accuracy
+    per region over the split, HD95 and ASD per region averaged over cases, one row per case."""
+
+    def __init__(self, regions: Regions, ignore_index: int | None) -> None:
+        self.regions = regions
+        self.ignore_index = ignore_index
+        self.overlap = MultiLabelScores(regions.names)
+        self.distances: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self, name: str, masks: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None
+    ) -> None:
+        """One case: predicted region masks ``(R, *spatial)`` and its true label map."""
+        target = self.regions.targets(torch.from_numpy(np.asarray(truth))[None], self.ignore_index)
+        predicted = torch.from_numpy(np.asarray(masks))[None]
+        single = MultiLabelScores(self.regions.names)
+        for metric in (self.overlap, single):
+            metric.update(predicted, target)
+        scores = {k: float(v) for k, v in single.compute().items()}
+        distances: dict[str, float] = {}
+        for index, region in enumerate(self.regions.names):
+            hd95, asd = hd95_and_asd(masks[index], (target[0, index] > 0).numpy(), spacing)
+            distances[f"hd95_{region}"], distances[f"asd_{region}"] = hd95, asd
+        self.distances.append(distances)
+        row: dict[str, Any] = {"image": name, "dice": scores["dice"], "iou": scores["iou"]}
+        row["hd95"] = _nanmean([distances[f"hd95_{r}"] for r in self.regions.names])
+        row["asd"] = _nanmean([distances[f"asd_{r}"] for r in self.regions.names])
+        for region in self.regions.names:
+            row[f"dice_{region}"] = scores[f"dice_{region}"]
+            row[f"hd95_{region}"] = distances[f"hd95_{region}"]
+        self.rows.append(row)
+
+    def compute(self) -> dict[str, float]:
+        totals = {k: float(v) for k, v in self.overlap.compute().items()}
+        for key in self.distances[0] if self.distances else []:
+            totals[key] = _nanmean([d[key] for d in self.distances])
+        for kind in ("hd95", "asd"):
+            totals[kind] = _nanmean([totals[f"{kind}_{r}"] for r in self.regions.names])
+        return totals
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 class CasePrediction(NamedTuple):
     """One case of a split, predicted: its image (``(H, W[, C])``, or a volume's
-    ``(I, J, K, C)``), true and predicted labels at its own size, and its spacing in mm per axis
-    (volumes; None: pixels)."""
+    ``(I, J, K, C)``), true and predicted labels at its own size, its spacing in mm per axis
+    (volumes; None: pixels), and for a network of overlapping regions its predicted region
+    masks ``(R, *spatial)``."""
 
     name: str
     image: np.ndarray
     truth: np.ndarray
     prediction: np.ndarray
     spacing: Sequence[float] | None
+    masks: np.ndarray | None = None
 
 
 def predicted_cases(
@@ -124,14 +176,17 @@ def predicted_cases(
             truth = read_label_volume(case.label, len(trained.class_names)).array
             probs = predict_volume(trained, image, volume.affine, predictor, device)
             labels = trained.labels(probs, postprocess)
-            yield CasePrediction(case.name, image, truth, labels, volume.spacing)
+            region_masks = probs > 0.5 if trained.regions is not None else None
+            yield CasePrediction(case.name, image, truth, labels, volume.spacing, region_masks)
         return
     images, masks = datamodule.load_split(split)
     for name, image, mask in zip(
         image_names(datamodule, split, len(images)), images, masks, strict=True
     ):
         probs = trained.predict(image, predictor, device).numpy()
-        yield CasePrediction(name, image, mask, trained.labels(probs, postprocess), None)
+        region_masks = probs > 0.5 if trained.regions is not None else None
+        labels = trained.labels(probs, postprocess)
+        yield CasePrediction(name, image, mask, labels, None, region_masks)
 
 
 def evaluate(
@@ -147,11 +202,19 @@ def evaluate(
     """Split scores, per-image rows, and (image, truth, prediction) for every image (for
     volumes: the slice with the most foreground), each at the image's own size (volumes: in
     the file's own geometry, distances in mm)."""
-    scores = SplitScores(trained.class_names, ignore_index, include_background)
+    scores: SplitScores | RegionSplitScores
+    if trained.regions is not None:
+        scores = RegionSplitScores(trained.regions, ignore_index)
+    else:
+        scores = SplitScores(trained.class_names, ignore_index, include_background)
     pictures: list[tuple[np.ndarray, ...]] = []
     classes = len(trained.class_names)
     for case in predicted_cases(trained, datamodule, split, predictor, device, postprocess):
-        scores.add(case.name, case.prediction, case.truth, case.spacing)
+        if isinstance(scores, RegionSplitScores):
+            assert case.masks is not None
+            scores.add(case.name, case.masks, case.truth, case.spacing)
+        else:
+            scores.add(case.name, case.prediction, case.truth, case.spacing)
         if case.spacing is None:
             pictures.append((case.image, case.truth, _small(case.prediction, classes)))
             continue

@@ -17,6 +17,7 @@ from torch import nn
 
 from unet_lab.arguments import per_axis
 from unet_lab.data.normalization import Normalizer
+from unet_lab.data.regions import Regions
 from unet_lab.errors import InputError, first_line
 from unet_lab.inference.postprocessing import Postprocessing
 from unet_lab.inference.trained import TrainedNetwork
@@ -154,6 +155,8 @@ class ExportedNetwork(nn.Module):
     the sliding window then measures it) and, for a network that takes valid sizes only,
     ``valid_sizes`` (others are refused, as the checkpoint's network refuses them)."""
 
+    multi_label = False  # a sigmoid per output (overlapping regions), from the sidecar
+
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         super().__init__()
         self.name = path.name
@@ -223,6 +226,10 @@ def load_exported(path: Path) -> TrainedNetwork:
     meta = json.loads(sidecar.read_text())
     network = TorchScriptNetwork if path.suffix == FORMATS["torchscript"] else OnnxNetwork
     net = network(path, meta)
+    regions = None
+    if meta.get("regions"):
+        regions = Regions.from_state_dict(meta["regions"], len(meta["class_names"]))
+        net.multi_label = True
     return TrainedNetwork(
         net,
         list(meta["class_names"]),
@@ -235,6 +242,7 @@ def load_exported(path: Path) -> TrainedNetwork:
         if meta.get("postprocessing")
         else None,
         sources=[str(path)],
+        regions=regions,
     )
 
 
@@ -287,6 +295,8 @@ def export(
         "opset": int(opset),
         "checkpoint": source,
         "ensemble_of": trained.sources if len(trained.sources) > 1 else None,
+        # Overlapping regions: one sigmoid per output channel, {name: label values}.
+        "regions": trained.regions.state_dict() if trained.regions is not None else None,
         "postprocessing": (
             trained.postprocessing.state_dict() if trained.postprocessing is not None else None
         ),

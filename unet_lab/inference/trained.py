@@ -17,6 +17,7 @@ from torch import nn
 from unet_lab.config.compose import instantiate
 from unet_lab.data.dataset import as_unit_float, image_to_tensor
 from unet_lab.data.normalization import Normalizer
+from unet_lab.data.regions import Regions
 from unet_lab.data.scaling import probabilities_at, resample_image
 from unet_lab.errors import InputError
 from unet_lab.inference.postprocessing import Postprocessing
@@ -25,7 +26,8 @@ from unet_lab.runs.checkpoints import CONFIG_KEY, DATA_KEY, read_checkpoint
 
 def probabilities(net: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     """Softmax class probabilities ``(N, C, *spatial)`` of ``net`` for ``images``
-    ``(N, C_in, *spatial)``, images (2 spatial axes) or volumes (3).
+    ``(N, C_in, *spatial)``, images (2 spatial axes) or volumes (3); for a network of
+    overlapping regions (:func:`is_multi_label`), one sigmoid probability per region.
 
     With ``tta``, the mean over symmetries of the input, each output mapped back before
     averaging. Images: the eight symmetries of the square (four rotations of the last two axes,
@@ -33,20 +35,25 @@ def probabilities(net: nn.Module, images: torch.Tensor, tta: bool = False) -> to
     eight combinations of flips along the three spatial axes (nnU-Net's mirroring), with no
     rotation, so anisotropic volumes keep their axes (and non-cubic tiles their shape).
     """
+    multi_label = is_multi_label(net)
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        return output_probabilities(net(batch), multi_label)
+
     with torch.inference_mode():
         if not tta:
-            return class_probabilities(net(images))
+            return run(images)
         total = torch.zeros(())
         if images.ndim == 5:
             flips = [(), (-1,), (-2,), (-3,), (-2, -1), (-3, -1), (-3, -2), (-3, -2, -1)]
             for axes in flips:
-                output = class_probabilities(net(images.flip(axes) if axes else images))
+                output = run(images.flip(axes) if axes else images)
                 total = total + (output.flip(axes) if axes else output)
             return total / len(flips)
         for mirror in (False, True):
             mirrored = images.flip(-1) if mirror else images
             for turns in range(4):
-                output = class_probabilities(net(torch.rot90(mirrored, turns, dims=(-2, -1))))
+                output = run(torch.rot90(mirrored, turns, dims=(-2, -1)))
                 output = torch.rot90(output, -turns, dims=(-2, -1))
                 total = total + (output.flip(-1) if mirror else output)
         return total / 8
@@ -71,6 +78,20 @@ def label_map(probs: np.ndarray) -> np.ndarray:
         labels[higher] = index
         np.copyto(best, probs[index], where=higher)
     return labels
+
+
+def is_multi_label(net: nn.Module) -> bool:
+    """Whether ``net`` was trained on overlapping regions (``data.regions``): one sigmoid per
+    output channel instead of a softmax over them. Such networks carry ``multi_label = True``
+    (set where they are built or loaded)."""
+    return bool(getattr(net, "multi_label", False))
+
+
+def output_probabilities(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """:func:`class_probabilities`, or with ``multi_label`` one sigmoid per channel."""
+    if multi_label:
+        return torch.sigmoid(logits if logits.dtype == torch.float64 else logits.float())
+    return class_probabilities(logits)
 
 
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -102,11 +123,18 @@ class TrainedNetwork:
     preprocessing: dict[str, Any] | None = None
     postprocessing: Postprocessing | None = None
     sources: list[str] = field(default_factory=list)
+    # Overlapping regions (data.regions): one sigmoid per region; class_names stay the
+    # label values' names.
+    regions: Regions | None = None
 
     def labels(self, probs: np.ndarray, postprocess: bool = True) -> np.ndarray:
-        """The label map of class probabilities ``(C, *spatial)``: their argmax, cleaned up by
-        the network's ``postprocessing`` (if any, and unless ``postprocess`` is false)."""
-        labels = label_map(probs)
+        """The label map of class probabilities ``(C, *spatial)``: their argmax (regions:
+        painted from the region masks, :meth:`Regions.label_map`), cleaned up by the
+        network's ``postprocessing`` (if any, and unless ``postprocess`` is false)."""
+        if self.regions is not None:
+            labels = self.regions.label_map(probs > 0.5)
+        else:
+            labels = label_map(probs)
         if postprocess and self.postprocessing is not None:
             labels = self.postprocessing(labels)
         return labels
@@ -166,6 +194,10 @@ def load_trained(checkpoint: str | Path) -> TrainedNetwork:
     }
     net.load_state_dict(weights)
     net.eval()
+    regions = None
+    if data.get("regions"):
+        regions = Regions.from_state_dict(data["regions"], len(data["class_names"]))
+        net.multi_label = True
     return TrainedNetwork(
         net,
         list(data["class_names"]),
@@ -175,6 +207,7 @@ def load_trained(checkpoint: str | Path) -> TrainedNetwork:
         float(data.get("scale", 1.0)),  # checkpoints from before data.scale: 1
         data.get("preprocessing"),
         sources=[str(Path(checkpoint).resolve())],
+        regions=regions,
     )
 
 

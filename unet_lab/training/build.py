@@ -57,6 +57,13 @@ def build(cfg: DictConfig) -> Experiment:
         # DDP ranks (built from it) and into checkpoints, so that they make the same data.
         cfg.data.seed = datamodule.seed
     loss = instantiate(cfg.loss, "loss")
+    regions = getattr(datamodule, "regions", None)
+    if (regions is not None) != bool(getattr(loss, "multi_label", False)):
+        raise ConfigError(
+            "data.regions needs loss=regions (a sigmoid per region)"
+            if regions is not None
+            else "loss=regions is for overlapping regions: set data.regions"
+        )
     net = build_network(cfg.model, datamodule, loss)
     scheduler_cfg = optional(cfg.get("scheduler"))
     optimizer = instantiate(cfg.optimizer, "optimizer")
@@ -70,6 +77,7 @@ def build(cfg: DictConfig) -> Experiment:
         optimizer=optimizer,
         scheduler=scheduler,
         class_names=datamodule.class_names,
+        regions=regions,
     )
     check_fit(
         cfg,
@@ -114,21 +122,28 @@ def build(cfg: DictConfig) -> Experiment:
 def build_network(model_cfg: DictConfig, datamodule: InMemoryDataModule, loss: Any) -> nn.Module:
     """The network of ``model_cfg`` for this data: the data decides the input channels and the
     classes (the model config does not repeat them); a single-output loss (binary
-    cross-entropy) makes a single-output network.
+    cross-entropy) makes a single-output network, and overlapping regions (``data.regions``)
+    one output per region.
 
     ``model.spacing=auto`` becomes the data's voxel spacing (volumes: the target spacing;
     images: None), written into ``model_cfg`` so that the run's config, and the checkpoints
     that store it, rebuild the same network without the data."""
     num_classes = len(datamodule.class_names)
-    out_channels = getattr(loss, "out_channels", num_classes)
+    regions = getattr(datamodule, "regions", None)
+    out_channels = (
+        len(regions) if regions is not None else getattr(loss, "out_channels", num_classes)
+    )
     if out_channels == 1 and num_classes != 2:
         raise ConfigError(f"loss=bce is for binary data, but the data has {num_classes} classes")
     if model_cfg.get("spacing") == "auto":
         spacing = getattr(datamodule, "voxel_spacing", None)
         model_cfg.spacing = None if spacing is None else [float(s) for s in spacing]
-    return instantiate(
+    net = instantiate(
         model_cfg, "model", in_channels=datamodule.in_channels, num_classes=out_channels
     )
+    if regions is not None:
+        net.multi_label = True  # a sigmoid per region (see inference.trained.is_multi_label)
+    return net
 
 
 def warn_if_data_changed(cfg: DictConfig, datamodule: Any) -> None:

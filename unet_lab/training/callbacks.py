@@ -276,6 +276,11 @@ class ConfigInCheckpoint(pl.Callback):
                 "class_names": list(datamodule.class_names),
                 "normalization": datamodule.normalizer.state_dict(),
                 "scale": float(getattr(datamodule, "scale", 1.0)),  # the working resolution
+                "regions": (
+                    datamodule.regions.state_dict()
+                    if getattr(datamodule, "regions", None) is not None
+                    else None
+                ),
                 # Volumes: the preprocessing that new cases need (spacing, normalization, ...).
                 **getattr(datamodule, "inference_facts", dict)(),
             }
@@ -312,11 +317,23 @@ class ValidationImages(pl.Callback):
             return
         count = min(self.num_images, batch["image"].shape[0])
         labels = dict(enumerate(getattr(pl_module, "class_names", [])))
-        target = outputs["target"]  # the part of the mask the network predicts
+        target, predicted = outputs["target"], outputs["preds"]
+        regions = getattr(pl_module, "regions", None)
+        if regions is not None:  # region masks (N, R, ...): painted into label maps
+            paint = [regions.label_map(m) for m in (predicted > 0.5).cpu().numpy()]
+            truth_paint = [regions.label_map(m) for m in (target > 0.5).cpu().numpy()]
+            predicted, target = (
+                torch.from_numpy(np.stack(paint)),
+                torch.from_numpy(np.stack(truth_paint)),
+            )
+            labels = {
+                0: "none",
+                **{v: n for n, v in zip(regions.names, regions.paint, strict=True) if v},
+            }
         images, truths, preds = [], [], []
         for i in range(count):
             image = center_crop(batch["image"][i], target.shape[1:])
-            truth, pred = target[i], outputs["preds"][i]
+            truth, pred = target[i], predicted[i]
             if truth.ndim == 3:  # a volume: its slice with the most foreground
                 depth = busiest_slice(truth.cpu().numpy())
                 image, truth, pred = image[:, depth], truth[depth], pred[depth]

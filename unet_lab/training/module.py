@@ -15,11 +15,13 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
 from unet_lab.arguments import check_float, check_int
+from unet_lab.data.regions import Regions
 from unet_lab.data.scaling import probabilities_at
 from unet_lab.errors import ConfigError
 from unet_lab.inference.sliding_window import MAX_OVERLAP, MIN_TILE_SIZE, SlidingWindowPredictor
-from unet_lab.inference.trained import class_probabilities
+from unet_lab.inference.trained import output_probabilities
 from unet_lab.losses import DeepSupervisionLoss
+from unet_lab.metrics.multilabel import MultiLabelScores
 from unet_lab.metrics.regions import boundary_rand_error
 from unet_lab.metrics.scores import SegmentationScores, scores_from_confusion
 from unet_lab.metrics.surface import SurfaceDistances
@@ -68,6 +70,10 @@ class SegmentationModule(pl.LightningModule):
             test with it; checkpoints store it as the network (``net.*``: what eval, predict
             and export use) and the trained weights apart (``ema_net.*``), so a resumed run
             continues both. None: no average.
+        regions: overlapping regions (``data.regions``): the net has one output per region,
+            trained with a sigmoid each against the regions of the label maps (the loss
+            receives region targets ``(N, R, *spatial)``, see :class:`RegionLoss`); scores
+            are per region (:class:`MultiLabelScores`), named by the region names.
     """
 
     def __init__(
@@ -86,8 +92,14 @@ class SegmentationModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         ema_decay: float | None = None,
+        regions: Regions | None = None,
     ) -> None:
         super().__init__()
+        self.regions = regions
+        if regions is not None:
+            if boundary_class is not None:
+                raise ConfigError("module.boundary_class does not apply to data.regions")
+            class_names = regions.names
         self.net = net
         self.ema_net: nn.Module | None = None
         if ema_decay is not None:
@@ -102,11 +114,13 @@ class SegmentationModule(pl.LightningModule):
         self.class_names = list(class_names or [f"class{i}" for i in range(num_classes)])
         self.train_scores, self.val_scores, self.test_scores = (
             SegmentationScores(num_classes, self.class_names, ignore_index, include_background)
+            if regions is None
+            else MultiLabelScores(self.class_names)
             for _ in STAGES
         )
         self.test_surface = (
             SurfaceDistances(num_classes, self.class_names, ignore_index, include_background)
-            if surface_distances
+            if surface_distances and regions is None  # regions: eval.py scores their surfaces
             else None
         )
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -149,7 +163,11 @@ class SegmentationModule(pl.LightningModule):
         """The scores logged at the end of each training and validation epoch (what
         ``optimized_metric`` and checkpoint monitors can name)."""
         classes = len(self.class_names)
-        scores = ["loss", *scores_from_confusion(torch.zeros(classes, classes), self.class_names)]
+        if self.regions is not None:
+            scores = ["loss", *MultiLabelScores.score_names(self.class_names)]
+        else:
+            zeros = torch.zeros(classes, classes)
+            scores = ["loss", *scores_from_confusion(zeros, self.class_names)]
         boundary = ["rand_error"] if self.rand_errors is not None else []
         return [f"train/{s}" for s in scores] + [f"val/{s}" for s in [*scores, *boundary]]
 
@@ -188,6 +206,8 @@ class SegmentationModule(pl.LightningModule):
     def _as_logits(self, probs: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (logits of the same softmax); for a single-output net, the
         foreground logit."""
+        if self.regions is not None:  # sigmoid probabilities: their logits
+            return torch.logit(probs, eps=1e-7)
         log_probs = probs.clamp_min(1e-8).log()
         if int(getattr(self.net, "num_classes", 2)) == 1:
             return (log_probs[:, 1] - log_probs[:, 0])[:, None]
@@ -200,7 +220,7 @@ class SegmentationModule(pl.LightningModule):
         if self.window is not None:
             probs = self._windowed_probabilities(images)
         else:
-            probs = class_probabilities(self(images))
+            probs = output_probabilities(self(images), self.regions is not None)
             if probs.shape[2:] != images.shape[2:]:
                 raise ConfigError(_UNPADDED_AT_NATIVE_SIZE)
         return self._as_logits(probabilities_at(probs, size))
@@ -218,8 +238,12 @@ class SegmentationModule(pl.LightningModule):
             outputs = self(batch["image"])
         logits = outputs[0] if isinstance(outputs, list | tuple) else outputs
         target = center_crop(batch["mask"], logits.shape[2:])
+        if self.regions is not None:
+            target = self.regions.targets(target, self.ignore_index)
+            preds = logits > 0
+        else:
+            preds = predicted_labels(logits)
         loss = self.loss(outputs, target)
-        preds = predicted_labels(logits)
         getattr(self, f"{stage}_scores").update(preds, target)
         if stage == "test" and self.test_surface is not None:
             spacing = batch.get("spacing")  # volumes: distances in mm

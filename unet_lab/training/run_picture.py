@@ -35,7 +35,7 @@ def write_run_picture(
         if datamodule.spatial_dims == 3:
             images, truths, predictions = _volume_slices(trained, images, truths)
         else:
-            predictions = [trained.probabilities(image).argmax(axis=0) for image in images]
+            predictions = [trained.labels(trained.probabilities(image)) for image in images]
         return write_prediction_picture(
             run_dir / "predictions.png", images, truths, predictions, trained.class_names
         )
@@ -56,5 +56,5 @@ def _volume_slices(
         depth = busiest_slice(truth)
         images.append(np.asarray(volume[0, depth])[..., None])
         labels.append(np.asarray(truth[depth]))
-        predictions.append(probs.argmax(dim=0)[depth].numpy())
+        predictions.append(trained.labels(probs[:, depth].numpy()))
     return images, labels, predictions

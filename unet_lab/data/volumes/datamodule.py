@@ -16,6 +16,7 @@ from unet_lab.arguments import InvalidArgumentError, check_float, check_int
 from unet_lab.data.datamodule import check_workers, loader_workers, on_gpu
 from unet_lab.data.files import DataError
 from unet_lab.data.normalization import Normalizer
+from unet_lab.data.regions import Regions
 from unet_lab.data.volumes.patches import PatchDataset, VolumeCase, WholeVolumeDataset
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -49,6 +50,7 @@ class VolumeDataModule(pl.LightningDataModule):
     spatial_dims = 3
     train_input_size_key = "data.patch_size"
     scale = 1.0  # volumes are resampled to the target spacing instead (preprocessing)
+    regions: Regions | None = None  # overlapping classes (data.regions); None: exclusive
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from unet_lab.arguments import check_choice, check_float, check_int
 from unet_lab.data.datamodule import data_seed
 from unet_lab.data.files import DataError
 from unet_lab.data.pairing import Case, cases_from_list, find_cases
+from unet_lab.data.regions import Regions
 from unet_lab.data.splits import SPLITS, split_pool
 from unet_lab.data.volumes.cache import VolumeCache, cache_key
 from unet_lab.data.volumes.datamodule import Transform, VolumeDataModule
@@ -76,6 +77,9 @@ class VolumeFolderDataModule(VolumeDataModule):
         cache_dir: where preprocessed cases are kept.
         patch_size, batch_size, samples_per_epoch, foreground_oversample, num_workers,
         train_transform, eval_transform: see :class:`VolumeDataModule`.
+        regions: overlapping classes as unions of label values (BraTS: ``{whole: [1, 2, 3],
+            core: [2, 3], enhancing: [3]}``), one sigmoid output each
+            (:class:`~unet_lab.data.regions.Regions`; with ``loss=regions``).
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class VolumeFolderDataModule(VolumeDataModule):
         num_workers: int | str = "auto",
         train_transform: Transform | None = None,
         eval_transform: object = None,
+        regions: dict[str, list[int]] | None = None,
     ) -> None:
         drawn = data_seed(seed)
         super().__init__(
@@ -124,6 +129,7 @@ class VolumeFolderDataModule(VolumeDataModule):
         if len(names) != num_classes:
             raise DataError(f"data.class_names has {len(names)} names for {num_classes} classes")
         self._class_names = names
+        self.regions = Regions(regions, num_classes) if regions else None
         self.normalization = check_choice("normalization", normalization, NORMALIZATIONS)
         self.file_spacing = None if spacing is None else [float(s) for s in spacing]
         self.crop_nonzero = bool(crop_nonzero)
