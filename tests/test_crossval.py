@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -124,6 +125,15 @@ def test_cv_trains_every_fold_summarizes_and_leaves_an_ensemble(tmp_path: Path) 
     assert exported.returncode == 0, exported.stderr
     sidecar = json.loads((sweep / "export" / "cv_ensemble.json").read_text())
     assert len(sidecar["ensemble_of"]) == 2 and sidecar["postprocessing"] is not None
+    onnx = sweep / "export" / "cv_ensemble.onnx"
+    from_onnx = _unet_lab(
+        ["predict", f"ckpt_path={onnx}", "input=data/images", "output=o"], tmp_path
+    )
+    assert from_onnx.returncode == 0, from_onnx.stderr
+    for name in ("img00.png", "img05.png"):  # the masks the checkpoints give (up to ties)
+        exported = cv2.imread(str(tmp_path / "o" / name), cv2.IMREAD_UNCHANGED)
+        expected = cv2.imread(str(tmp_path / "masks" / name), cv2.IMREAD_UNCHANGED)
+        assert (exported == expected).mean() > 0.999
 
     # The same command again finds its sweep: nothing is trained twice.
     again = _unet_lab(args, tmp_path)
