@@ -37,7 +37,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from common import command_line, mean_sd, measured_run, publish  # noqa: E402
+from common import command_line, machine, mean_sd, measured_run, publish  # noqa: E402
 
 from unet_lab.metrics.surface import hd95_and_asd  # noqa: E402
 from unet_lab.runs.folders import SPLIT_FILE  # noqa: E402
@@ -198,7 +198,8 @@ def table(
         f"# Hippocampus (MSD Task04): unet-lab and a MONAI peer, folds {numbers} of 5, "
         f"{folds[0]['unet-lab']['steps']} steps each",
         "",
-        f"Command: `{command_line(__file__)}`",
+        f"Command: `{command_line(__file__)}`  ",
+        f"Machine: {machine()}",
         "",
         "| fold | framework | Dice anterior | Dice posterior | mean Dice | HD95 mm (mean) | "
         "s/step | peak training memory MiB |",
