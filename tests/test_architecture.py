@@ -34,8 +34,7 @@ ALLOWED = {
     "autoplan": LEAVES
     | {"config", "data", "models", "runs", "metrics", "losses", "inference", "pictures"}
     | {"training"},
-    "crossval": LEAVES
-    | {"config", "data", "models", "runs", "metrics", "inference", "training"},
+    "crossval": LEAVES | {"config", "data", "models", "runs", "metrics", "inference", "training"},
     "commands": LEAVES
     | {"config", "data", "models", "runs", "metrics", "losses", "inference", "pictures"}
     | {"training", "autoplan", "crossval"},
