@@ -119,7 +119,7 @@ def test_images_with_overlapping_regions_train_score_and_predict(tmp_path: Path)
     ("overrides", "message"),
     [
         (["data.regions={any:[1,2]}"], "data.regions needs loss=regions"),
-        (["loss=regions"], "loss=regions is for overlapping regions"),
+        (["loss=regions"], "loss=regions is for overlapping classes"),
         (["data.regions={any:[1,5]}", "loss=regions"], "regions.any"),
     ],
 )

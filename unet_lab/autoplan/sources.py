@@ -15,7 +15,9 @@ from unet_lab.arguments import check_int
 from unet_lab.autoplan.fingerprint import Fingerprint, Reader, fingerprint_cases
 from unet_lab.data.folder import labelled_samples, read_sample
 from unet_lab.data.labels import LabelMapping
-from unet_lab.data.volumes.folder import canonical_cropped, labelled_cases, read_case
+from unet_lab.data.mask_classes import MaskClasses, label_files
+from unet_lab.data.volumes.cases import labelled_cases, read_case
+from unet_lab.data.volumes.folder import canonical_cropped
 from unet_lab.errors import ConfigError
 
 FOLDER = "unet_lab.data.FolderDataModule"
@@ -53,40 +55,60 @@ def data_source(data: DictConfig) -> Source:
             f"data.class_names has {len(class_names)} names for {num_classes} classes"
         )
     pairs = None if data.get("pairs") is None else root / str(data.pairs)
+    # Binary masks per class are packed into label maps: their values are the combinations.
+    masks = MaskClasses(data.mask_classes, num_classes) if data.get("mask_classes") else None
+    if masks is not None:
+        class_names = masks.value_names
     if target == FOLDER:
-        return _images(data, root, pairs, class_names)
-    return _volumes(data, root, pairs, class_names)
+        return _images(data, root, pairs, class_names, masks)
+    return _volumes(data, root, pairs, class_names, masks)
 
 
-def _images(data: DictConfig, root: Path, pairs: Path | None, class_names: list[str]) -> Source:
+def _images(
+    data: DictConfig,
+    root: Path,
+    pairs: Path | None,
+    class_names: list[str],
+    masks: MaskClasses | None,
+) -> Source:
     ignore = data.get("ignore_index")
     mapping = LabelMapping(len(class_names), data.get("mask_values"), data.get("palette"), ignore)
-    pool, given = labelled_samples(root, pairs, data.get("mask_name"), data.get("image_pattern"))
+    pool, given = labelled_samples(
+        root, pairs, data.get("mask_name"), data.get("image_pattern"), masks
+    )
 
     def read(sample: Any) -> tuple[np.ndarray, np.ndarray, None]:
-        image, labels = read_sample(sample, mapping)
+        image, labels = read_sample(sample, masks or mapping)
         return np.moveaxis(image, -1, 0), labels, None
 
     everything = [*pool, *(s for samples in given.values() for s in samples)]
-    files = sorted({f for _, images, mask in everything for f in (*images, mask)})
+    files = sorted(
+        {f for _, images, mask in everything for f in (*images, *label_files(mask, masks))}
+    )
     return Source("images", root, pool, [s[0] for s in pool], read, class_names, ignore, files)
 
 
-def _volumes(data: DictConfig, root: Path, pairs: Path | None, class_names: list[str]) -> Source:
+def _volumes(
+    data: DictConfig,
+    root: Path,
+    pairs: Path | None,
+    class_names: list[str],
+    masks: MaskClasses | None,
+) -> Source:
     file_spacing = data.get("spacing")
     pool, given = labelled_cases(
         root, pairs, data.get("mask_name"), data.get("image_pattern"),
-        bool(data.get("channel_suffix", False)),
+        bool(data.get("channel_suffix", False)), masks,
     )  # fmt: skip
     crop = bool(data.get("crop_nonzero", True))
 
     def read(case: Any) -> tuple[np.ndarray, np.ndarray, list[float]]:
-        image, labels, volume = read_case(case, len(class_names), file_spacing)
+        image, labels, volume = read_case(case, len(class_names), file_spacing, masks)
         channels, truth, spacing, *_ = canonical_cropped(image, labels, volume.affine, crop)
         return channels, truth.astype(np.int64), [float(s) for s in spacing]
 
     everything = [*pool, *(c for cases in given.values() for c in cases)]
-    files = sorted({f for c in everything for f in (*c.images, c.label) if f})
+    files = sorted({f for c in everything for f in (*c.images, *label_files(c.label, masks)) if f})
     return Source("volumes", root, pool, [c.name for c in pool], read, class_names, None, files)
 
 

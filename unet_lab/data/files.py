@@ -62,8 +62,8 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def _tiff_with_channel_planes(path: Path) -> np.ndarray | None:
-    """A TIFF that OpenCV would misread (more than 4 interleaved channels, or channels stored
-    as planes or as pages) as (H, W, C); None for the plain layouts OpenCV reads (with any of
+    """A TIFF that OpenCV would misread (2 or more than 4 interleaved channels, or channels
+    stored as planes or as pages) as (H, W, C); None for the plain layouts OpenCV reads (with any of
     its compressions).
 
     Channels are samples of each pixel (tifffile axis ``S``: interleaved or planar) or pages
@@ -90,7 +90,8 @@ def _tiff_with_channel_planes(path: Path) -> np.ndarray | None:
                     "image: volumes are not supported yet (channels are read from samples, "
                     "or from pages that ImageJ/OME metadata mark as channels)"
                 )
-            if axes == "YX" or (axes == "YXS" and shape[-1] <= 4):
+            # OpenCV reads grey, RGB and RGBA; two samples it reads as one channel.
+            if axes == "YX" or (axes == "YXS" and shape[-1] in (3, 4)):
                 return None
             array = series.asarray()
     except DataError:

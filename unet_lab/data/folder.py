@@ -15,6 +15,7 @@ from unet_lab.arguments import InvalidArgumentError, check_float, check_int
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
 from unet_lab.data.files import IMAGE_SUFFIXES, DataError, read_image, read_mask
 from unet_lab.data.labels import LabelMapping
+from unet_lab.data.mask_classes import MaskClasses, label_files
 from unet_lab.data.pairing import cases_from_list, find_cases
 from unet_lab.data.regions import Regions
 from unet_lab.data.scaling import (
@@ -85,6 +86,11 @@ class FolderDataModule(InMemoryDataModule):
         regions: overlapping classes as unions of label values, ``{name: [values]}`` (e.g.
             ``{whole: [1, 2, 3], core: [2, 3], enhancing: [3]}``): the network gets one sigmoid
             output per region (:class:`~unet_lab.data.regions.Regions`; with ``loss=regions``).
+        mask_classes: overlapping classes given as one binary mask per class, their names in
+            order: ``masks/<name>/`` folders holding a mask of each image under one file name,
+            or one mask file per image with a channel per class
+            (:mod:`~unet_lab.data.mask_classes`); ``num_classes`` is then the classes + 1 and
+            the network gets one sigmoid output per class (with ``loss=regions``).
     """
 
     def __init__(
@@ -115,6 +121,7 @@ class FolderDataModule(InMemoryDataModule):
         image_pattern: str | None = None,
         pairs: str | None = None,
         regions: dict[str, list[int]] | None = None,
+        mask_classes: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
         if pairs is not None and (mask_name is not None or image_pattern is not None):
@@ -132,6 +139,17 @@ class FolderDataModule(InMemoryDataModule):
         self._class_names = names
         self.labels = LabelMapping(num_classes, mask_values, palette, ignore_index)
         self.regions = Regions(regions, num_classes) if regions else None
+        self.mask_classes = None
+        if mask_classes:
+            others = {"regions": regions, "mask_values": mask_values, "palette": palette}
+            for key, value in {**others, "ignore_index": ignore_index}.items():
+                if value is not None:
+                    raise InvalidArgumentError(key, value, "null with mask_classes (binary masks)")
+            self.mask_classes = MaskClasses(mask_classes, num_classes)
+            self.regions = self.mask_classes.regions
+            self._class_names = self.mask_classes.value_names
+        # How many label values the masks hold: packed binary masks hold 2**classes.
+        self.num_labels = len(self._class_names)
         check_float("val_fraction", val_fraction, 0.0, 0.9)
         check_float("test_fraction", test_fraction, 0.0, 0.9)
         if folds is not None:
@@ -192,17 +210,26 @@ class FolderDataModule(InMemoryDataModule):
     def _split(
         self, val_fraction: float, test_fraction: float, folds: int | None, fold: int, seed: int
     ) -> dict[str, list[Sample]]:
-        pool, given = labelled_samples(self.root, self.pairs, self.mask_name, self.image_pattern)
+        pool, given = labelled_samples(
+            self.root, self.pairs, self.mask_name, self.image_pattern, self.mask_classes
+        )
         return split_pool(pool, given, val_fraction, test_fraction, folds, fold, seed, self.root)
 
     def source_files(self) -> list[Path]:
         """Every image and mask file of the data set (all splits), sorted."""
-        return sorted({f for samples in self.split.values() for s in samples for f in _files(s)})
+        return sorted(
+            {
+                file
+                for samples in self.split.values()
+                for _, images, mask in samples
+                for file in (*images, *label_files(mask, self.mask_classes))
+            }
+        )
 
     def _load(self, samples: list[Sample]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         images, masks = [], []
         for sample in samples:
-            image, mask = read_sample(sample, self.labels)
+            image, mask = read_sample(sample, self.mask_classes or self.labels)
             images.append(image)
             masks.append(mask)
         return images, masks
@@ -214,7 +241,7 @@ class FolderDataModule(InMemoryDataModule):
         else:
             images, masks = self.arrays["train"]
             sides = [min(image.shape[:2]) for image in images]
-            depth = structure_depth(masks, self.labels.num_classes)
+            depth = structure_depth(masks, self.num_labels)
             factor = auto_scale(sides, patch_size, depth)
             median = float(np.median(sides))
             log.info(
@@ -282,10 +309,15 @@ class FolderDataModule(InMemoryDataModule):
 
 
 def labelled_samples(
-    root: Path, pairs: Path | None, mask_name: str | None, image_pattern: str | None
+    root: Path,
+    pairs: Path | None,
+    mask_name: str | None,
+    image_pattern: str | None,
+    mask_classes: MaskClasses | None = None,
 ) -> tuple[list[Sample], dict[str, list[Sample]]]:
     """The labelled pool (``root/train``, ``root`` or the ``pairs`` list) and the splits that
-    folders give (``val``, ``test``) of a folder data set, found by name: nothing is read."""
+    folders give (``val``, ``test``) of a folder data set, found by name: nothing is read.
+    With ``mask_classes`` in a folder per class, a sample's mask is its first class's file."""
     folders = [s for s in SPLITS if (root / s / "images").is_dir()]
     if pairs is not None:  # a list replaces the folder layouts
         folders = []
@@ -295,7 +327,8 @@ def labelled_samples(
 
     def found(folder: Path) -> list[Sample]:
         if pairs is None:
-            cases = find_cases(folder, "images", "masks", IMAGE_SUFFIXES, mask_name, image_pattern)
+            masks = mask_classes.label_folder(folder, "masks") if mask_classes else "masks"
+            cases = find_cases(folder, "images", masks, IMAGE_SUFFIXES, mask_name, image_pattern)
         else:
             cases = cases_from_list(root, pairs, IMAGE_SUFFIXES)
         samples = []
@@ -312,21 +345,23 @@ def labelled_samples(
     return pool, given
 
 
-def _files(sample: Sample) -> tuple[Path, ...]:
-    return (*sample[1], sample[2])
-
-
-def read_sample(sample: Sample, labels: LabelMapping) -> tuple[np.ndarray, np.ndarray]:
-    """An image ``(H, W, C)`` in its stored type and its class indices ``(H, W)``, checked
-    together (errors name the file)."""
+def read_sample(
+    sample: Sample, labels: LabelMapping | MaskClasses
+) -> tuple[np.ndarray, np.ndarray]:
+    """An image ``(H, W, C)`` in its stored type and its label map ``(H, W)`` (class indices,
+    or binary masks packed by ``labels``), checked together (errors name the file)."""
     _, image_paths, mask_path = sample
-    image, mask = _read_channels(image_paths), read_mask(mask_path)
+    image = _read_channels(image_paths)
+    if isinstance(labels, MaskClasses):
+        mask = labels.read(mask_path)
+    else:
+        mask = labels(read_mask(mask_path), mask_path)
     if image.shape[:2] != mask.shape[:2]:
         raise DataError(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
             f"{image_paths[0].name} is {image.shape[1]}x{image.shape[0]}"
         )
-    return image, labels(mask, mask_path)
+    return image, mask
 
 
 def _read_channels(paths: Sequence[Path]) -> np.ndarray:

@@ -27,7 +27,9 @@ class Regions:
 
     A region paints, where it is predicted, the smallest of its values that no later region
     holds (whole -> 1, core -> 2, enhancing -> 3), so later regions win where they overlap; a
-    region whose values all belong to later regions paints nothing.
+    region whose values all belong to later regions paints nothing. Regions that are the bits
+    of the label values (:meth:`of_bits`, binary masks per class) pack back without loss
+    instead: the value is the sum of ``2**k`` over the predicted regions k.
     """
 
     def __init__(self, regions: Mapping[str, Sequence[int]], num_classes: int) -> None:
@@ -51,6 +53,14 @@ class Regions:
             later = {v for region in self.values[index + 1 :] for v in region}
             own = [v for v in values if v not in later]
             self.paint.append(own[0] if own else None)
+        count = len(self.values)
+        self.packed = num_classes == 2**count and self.values == _bit_values(count)
+
+    @classmethod
+    def of_bits(cls, names: Sequence[str]) -> Regions:
+        """One region per bit of the label values: region k holds every value with bit k set
+        (label maps packed from binary masks, :mod:`unet_lab.data.mask_classes`)."""
+        return cls(dict(zip(names, _bit_values(len(names)), strict=True)), 2 ** len(names))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -71,13 +81,26 @@ class Regions:
 
     def label_map(self, masks: np.ndarray) -> np.ndarray:
         """One label map (uint8, or uint16 beyond 256 values) from region masks
-        ``(R, *spatial)``, painted in order (see the class docstring)."""
+        ``(R, *spatial)``, painted in order or packed (see the class docstring)."""
         top = max(v for values in self.values for v in values)
         labels = np.zeros(masks.shape[1:], np.uint8 if top < 256 else np.uint16)
+        if self.packed:
+            for bit, mask in enumerate(masks):
+                labels[mask] |= 1 << bit
+            return labels
         for mask, value in zip(masks, self.paint, strict=True):
             if value is not None:
                 labels[mask] = value
         return labels
+
+    def legend(self) -> dict[int, str]:
+        """The name of each value :meth:`label_map` writes (``0``: no region)."""
+        if self.packed:
+            return {
+                value: "+".join(n for k, n in enumerate(self.names) if value >> k & 1) or "none"
+                for value in range(2 ** len(self))
+            }
+        return {0: "none", **{v: n for n, v in zip(self.names, self.paint, strict=True) if v}}
 
     def state_dict(self) -> dict[str, list[int]]:
         """``{name: values}``, for checkpoints and sidecars."""
@@ -86,3 +109,8 @@ class Regions:
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any], num_classes: int) -> Regions:
         return cls({k: list(v) for k, v in state.items()}, num_classes)
+
+
+def _bit_values(count: int) -> list[list[int]]:
+    """For each of ``count`` bits, the values 1 .. 2**count - 1 that have it set."""
+    return [[v for v in range(1, 2**count) if v >> k & 1] for k in range(count)]

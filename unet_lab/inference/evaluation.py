@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from unet_lab.config.compose import compose_train_config, instantiate
 from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.data.regions import Regions
-from unet_lab.data.volumes.io import read_label_volume
 from unet_lab.data.volumes.patches import busiest_slice
 from unet_lab.errors import InputError
 from unet_lab.inference.trained import TrainedNetwork
@@ -173,7 +172,7 @@ def predicted_cases(
     if is_volume_network(trained):
         for case in datamodule.split[split]:  # type: ignore[attr-defined]
             image, volume = read_case(trained, case.images)
-            truth = read_label_volume(case.label, len(trained.class_names)).array
+            truth = datamodule.read_labels(case).array  # type: ignore[attr-defined]
             probs = predict_volume(trained, image, volume.affine, predictor, device)
             labels = trained.labels(probs, postprocess)
             region_masks = probs > 0.5 if trained.regions is not None else None

@@ -59,10 +59,11 @@ def build(cfg: DictConfig) -> Experiment:
     loss = instantiate(cfg.loss, "loss")
     regions = getattr(datamodule, "regions", None)
     if (regions is not None) != bool(getattr(loss, "multi_label", False)):
+        given = "data.mask_classes" if getattr(datamodule, "mask_classes", None) else "data.regions"
         raise ConfigError(
-            "data.regions needs loss=regions (a sigmoid per region)"
+            f"{given} needs loss=regions (a sigmoid per region)"
             if regions is not None
-            else "loss=regions is for overlapping regions: set data.regions"
+            else "loss=regions is for overlapping classes: set data.regions or data.mask_classes"
         )
     net = build_network(cfg.model, datamodule, loss)
     scheduler_cfg = optional(cfg.get("scheduler"))

@@ -326,10 +326,7 @@ class ValidationImages(pl.Callback):
                 torch.from_numpy(np.stack(paint)),
                 torch.from_numpy(np.stack(truth_paint)),
             )
-            labels = {
-                0: "none",
-                **{v: n for n, v in zip(regions.names, regions.paint, strict=True) if v},
-            }
+            labels = regions.legend()
         images, truths, preds = [], [], []
         for i in range(count):
             image = center_crop(batch["image"][i], target.shape[1:])

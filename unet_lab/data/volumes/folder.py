@@ -10,21 +10,19 @@ from typing import Any
 
 import numpy as np
 
-from unet_lab.arguments import check_choice, check_float, check_int
+from unet_lab.arguments import InvalidArgumentError, check_choice, check_float, check_int
 from unet_lab.data.datamodule import data_seed
 from unet_lab.data.files import DataError
-from unet_lab.data.pairing import Case, cases_from_list, find_cases
+from unet_lab.data.mask_classes import MaskClasses, label_files
+from unet_lab.data.pairing import Case
 from unet_lab.data.regions import Regions
-from unet_lab.data.splits import SPLITS, split_pool
+from unet_lab.data.splits import split_pool
 from unet_lab.data.volumes.cache import VolumeCache, cache_key
+from unet_lab.data.volumes.cases import labelled_cases, read_case, read_labels
 from unet_lab.data.volumes.datamodule import Transform, VolumeDataModule
 from unet_lab.data.volumes.io import (
-    VOLUME_SUFFIXES,
     Volume,
-    check_pair,
     read_affine,
-    read_label_volume,
-    read_volume,
 )
 from unet_lab.data.volumes.patches import VolumeCase, class_locations
 from unet_lab.data.volumes.preprocessing import (
@@ -40,8 +38,6 @@ from unet_lab.data.volumes.preprocessing import (
 )
 
 log = logging.getLogger(__name__)
-# (image folder, label folder) layouts, in the order they are looked for.
-LAYOUTS = (("imagesTr", "labelsTr"), ("images", "masks"))
 # Foreground voxels sampled per case for the CT intensity statistics.
 INTENSITY_SAMPLES = 10_000
 
@@ -80,6 +76,11 @@ class VolumeFolderDataModule(VolumeDataModule):
         regions: overlapping classes as unions of label values (BraTS: ``{whole: [1, 2, 3],
             core: [2, 3], enhancing: [3]}``), one sigmoid output each
             (:class:`~unet_lab.data.regions.Regions`; with ``loss=regions``).
+        mask_classes: overlapping classes given as one binary mask volume per class, their
+            names in order: a folder per class in the label folder (``labelsTr/<name>/``, one
+            file name per case in each), or one 4D label file per case with a channel per class
+            (:mod:`~unet_lab.data.mask_classes`); ``num_classes`` is then the classes + 1,
+            one sigmoid output each (with ``loss=regions``).
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class VolumeFolderDataModule(VolumeDataModule):
         train_transform: Transform | None = None,
         eval_transform: object = None,
         regions: dict[str, list[int]] | None = None,
+        mask_classes: Sequence[str] | None = None,
     ) -> None:
         drawn = data_seed(seed)
         super().__init__(
@@ -130,6 +132,14 @@ class VolumeFolderDataModule(VolumeDataModule):
             raise DataError(f"data.class_names has {len(names)} names for {num_classes} classes")
         self._class_names = names
         self.regions = Regions(regions, num_classes) if regions else None
+        self.mask_classes = None
+        if mask_classes:
+            if regions is not None:
+                raise InvalidArgumentError("regions", regions, "null with mask_classes")
+            self.mask_classes = MaskClasses(mask_classes, num_classes)
+            self.regions = self.mask_classes.regions
+            self._class_names = self.mask_classes.value_names
+            self.num_classes = self.mask_classes.value_count  # the packed label values
         self.normalization = check_choice("normalization", normalization, NORMALIZATIONS)
         self.file_spacing = None if spacing is None else [float(s) for s in spacing]
         self.crop_nonzero = bool(crop_nonzero)
@@ -219,6 +229,8 @@ class VolumeFolderDataModule(VolumeDataModule):
             "crop_nonzero": self.crop_nonzero,
             "file_spacing": self.file_spacing,
             "num_classes": self.num_classes,
+            # Only when set, so that caches of label maps keep their keys.
+            **({"mask_classes": self.mask_classes.names} if self.mask_classes else {}),
         }
 
     def _intensity_record(self) -> dict[str, list[float]] | None:
@@ -228,7 +240,12 @@ class VolumeFolderDataModule(VolumeDataModule):
         self, val_fraction: float, test_fraction: float, folds: int | None, fold: int
     ) -> dict[str, list[Case]]:
         pool, given = labelled_cases(
-            self.root, self.pairs, self.mask_name, self.image_pattern, self.channel_suffix
+            self.root,
+            self.pairs,
+            self.mask_name,
+            self.image_pattern,
+            self.channel_suffix,
+            self.mask_classes,
         )
         return split_pool(
             pool, given, val_fraction, test_fraction, folds, fold, self.seed, self.root
@@ -236,7 +253,13 @@ class VolumeFolderDataModule(VolumeDataModule):
 
     def source_files(self) -> list[Path]:
         """Every image and label file of the data set (all splits), sorted."""
-        return sorted({f for c in self.by_name.values() for f in (*c.images, c.label) if f})
+        return sorted(
+            {
+                file
+                for case in self.by_name.values()
+                for file in (*case.images, *label_files(case.label, self.mask_classes))
+            }
+        )
 
     def _channels(self, names: Sequence[str]) -> int:
         """The channel count every case shares (read from the cache's array headers); a case
@@ -258,7 +281,12 @@ class VolumeFolderDataModule(VolumeDataModule):
         return canonical_spacing(read_affine(case.images[0], self.file_spacing))
 
     def _read(self, case: Case) -> tuple[np.ndarray, np.ndarray, Volume]:
-        return read_case(case, self.num_classes, self.file_spacing)
+        return read_case(case, self.num_classes, self.file_spacing, self.mask_classes)
+
+    def read_labels(self, case: Case) -> Volume:
+        """A case's label map as stored (binary masks packed), for scoring predictions."""
+        assert case.label is not None
+        return read_labels(case.label, self.num_classes, self.file_spacing, self.mask_classes)
 
     def _intensity(self, cases: Sequence[Case]) -> Intensity:
         rng = np.random.default_rng(self.seed)
@@ -277,62 +305,6 @@ class VolumeFolderDataModule(VolumeDataModule):
         image, labels, label = self._read(self.by_name[name])
         settings = self._settings()
         return preprocess_arrays(image, labels, label.affine, settings, self.intensity)
-
-
-def labelled_cases(
-    root: Path,
-    pairs: Path | None,
-    mask_name: str | None,
-    image_pattern: str | None,
-    channel_suffix: bool,
-) -> tuple[list[Case], dict[str, list[Case]]]:
-    """The labelled pool (``root/train``, the ``LAYOUTS`` folders or the ``pairs`` list) and
-    the splits that folders give (``val``, ``test``) of a volume data set, found by name:
-    nothing is read."""
-
-    def found(folder: Path, images: str, labels: str) -> list[Case]:
-        return find_cases(
-            folder, images, labels, VOLUME_SUFFIXES, mask_name, image_pattern, channel_suffix
-        )
-
-    given: dict[str, list[Case]] = {}
-    if pairs is not None:
-        pool = cases_from_list(root, pairs, VOLUME_SUFFIXES)
-    else:
-        for split in SPLITS:
-            if (root / split / "images").is_dir() and (root / split / "masks").is_dir():
-                given[split] = found(root / split, "images", "masks")
-        if given and "train" not in given:
-            raise DataError(f"{root / 'train'}: folder not found next to {sorted(given)}")
-        if given:
-            pool = given.pop("train")
-        else:
-            layout = next(((i, m) for i, m in LAYOUTS if (root / i).is_dir()), None)
-            if layout is None:
-                raise DataError(
-                    f"{root}: no imagesTr/ + labelsTr/, images/ + masks/ or train/ folders "
-                    "(or give data.pairs)"
-                )
-            pool = found(root, *layout)
-    unlabelled = [c for c in pool if c.label is None]
-    if unlabelled:
-        raise DataError(f"{unlabelled[0].images[0]}: listed without a label in {pairs}")
-    return pool, given
-
-
-def read_case(
-    case: Case, num_classes: int, file_spacing: Sequence[float] | None
-) -> tuple[np.ndarray, np.ndarray, Volume]:
-    """Channels ``(I, J, K, C)`` and labels ``(I, J, K)`` of a case in file order, checked
-    together, and the label's volume (its geometry)."""
-    assert case.label is not None
-    label = read_label_volume(case.label, num_classes, file_spacing)
-    channels = []
-    for path in case.images:
-        volume = read_volume(path, file_spacing)
-        check_pair(volume, label)
-        channels.append(volume.array if volume.array.ndim == 4 else volume.array[..., None])
-    return np.concatenate(channels, axis=-1), label.array, label
 
 
 def target_spacing_of(spacings: Sequence[Sequence[float]]) -> tuple[float, float, float]:
