@@ -141,6 +141,14 @@ def test_colour_photographs_keep_up_and_down_and_the_flag_keeps_left_and_right()
     assert transforms == {"vflip": None, "rotate90": None, "hflip": None}
     grey = plan_from(_fingerprint(), CPU, _bytes)
     assert grey.get("augmentation.train.transforms") is None  # every flip and rotation
+    grey_fixed = plan_from(_fingerprint(), CPU, _bytes, orientation_matters=True)
+    assert grey_fixed.get("augmentation.train.transforms") == {"hflip": None, "rotate90": None}
+    volumes = _fingerprint("volumes", [[40, 60, 60]] * 4, [1.0, 1.0, 1.0])
+    fixed = plan_from(volumes, CPU, _bytes, orientation_matters=True)
+    assert fixed.get("augmentation.train.transforms") == {
+        "flip": {"axes": [0, 1]},
+        "rotate90": None,
+    }
 
 
 def test_normalization_follows_the_spread_of_image_brightness() -> None:
@@ -157,6 +165,17 @@ def test_the_budget_becomes_epochs_at_the_measured_rate() -> None:
     per_epoch = plan.get("data.samples_per_epoch") // plan.get("data.batch_size")
     assert plan.get("trainer.max_epochs") == steps // per_epoch == 20
     assert [reason for reason in plan.reasons if reason[0].startswith("trainer.max_epochs")]
+
+
+def test_short_volume_runs_get_light_augmentation_and_long_ones_nnunets() -> None:
+    volumes = _fingerprint("volumes", [[40, 60, 60]] * 4, [1.0, 1.0, 1.0])
+    short, long = plan_from(volumes, CPU, _bytes), plan_from(volumes, CPU, _bytes)
+    apply_budget(short, budget_seconds=600, steps_per_second=2.0, train_cases=4)  # 969 steps
+    apply_budget(long, budget_seconds=7200, steps_per_second=2.0, train_cases=4)  # 12,189
+    assert short.defaults["augmentation"] == "volume_light"
+    assert long.defaults["augmentation"] == "volume_medium"
+    chosen = [key for key, _ in short.reasons if key.startswith("augmentation=")]
+    assert chosen == ["augmentation=volume_light"]  # the earlier choice's reason is replaced
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("2h", 7200), ("90s", 90),
