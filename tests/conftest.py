@@ -97,3 +97,15 @@ def run_cli(
             f"{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def run_unet_lab(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs ``python -m unet_lab.cli ARGS`` (``unet-lab``) in ``cwd``; the caller checks it."""
+    return subprocess.run(
+        [sys.executable, "-m", "unet_lab.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )

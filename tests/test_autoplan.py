@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_unet_lab
 from folders import write_dataset, write_volume_dataset
 
 from unet_lab.autoplan.fingerprint import CaseFacts, ClassFacts, Fingerprint
@@ -200,17 +198,11 @@ def test_the_fingerprint_of_a_folder_and_of_volumes(tmp_path: Path) -> None:
     assert all(len(c.shape) == 3 for c in fingerprint.cases)
 
 
-def _unet_lab(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unet_lab.cli", *args], cwd=cwd, capture_output=True, text=True
-    )
-
-
 def test_generated_data_and_a_bad_budget_are_refused_naming_the_key(tmp_path: Path) -> None:
-    done = _unet_lab(["autoplan", "data=synthetic"], tmp_path)
+    done = run_unet_lab(["autoplan", "data=synthetic"], tmp_path)
     assert done.returncode == 2 and "data=folder or data=volumes" in done.stderr
     root = write_dataset(tmp_path / "data")
-    done = _unet_lab(["autoplan", "data=folder", f"data.root={root}", "budget=soon"], tmp_path)
+    done = run_unet_lab(["autoplan", "data=folder", f"data.root={root}", "budget=soon"], tmp_path)
     assert done.returncode == 2 and "budget='soon'" in done.stderr
 
 
@@ -220,10 +212,10 @@ def test_autoplan_writes_a_plan_that_trains_with_the_printed_command(
     root = write_dataset(tmp_path / "data", count=8, channels=1, num_classes=3)
     args = ["autoplan", "data=folder", f"data.root={root}", "data.num_classes=3", "budget=1m",
             "--output", "plans", "--name", "mine"]  # fmt: skip
-    explained = _unet_lab([*args, "--explain"], tmp_path)
+    explained = run_unet_lab([*args, "--explain"], tmp_path)
     assert explained.returncode == 0, explained.stderr
     assert "| choice | why |" in explained.stdout and not (tmp_path / "plans").exists()
-    done = _unet_lab(args, tmp_path)
+    done = run_unet_lab(args, tmp_path)
     assert done.returncode == 0, done.stderr
     experiment = tmp_path / "plans" / "experiment" / "mine.yaml"
     assert experiment.exists() and (tmp_path / "plans" / "mine" / "fingerprint.json").exists()
@@ -261,7 +253,7 @@ def test_check_data_says_whether_class_zero_counts(capsys: pytest.CaptureFixture
 
 def test_autoplan_explains_a_plan_for_volumes(tmp_path: Path) -> None:
     volumes = write_volume_dataset(tmp_path / "volumes")
-    done = _unet_lab(
+    done = run_unet_lab(
         ["autoplan", "data=volumes", f"data.root={volumes}", "data.num_classes=3", "budget=2m",
          "--explain", "--output", "plans"],
         tmp_path,

@@ -5,15 +5,13 @@ postprocessing and leaves an ensemble that predict, eval and export take."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import run_unet_lab
 from folders import write_dataset, write_volume_dataset
 
 from unet_lab.data.normalization import Normalizer
@@ -67,17 +65,6 @@ def test_networks_of_different_tasks_are_refused_naming_the_file() -> None:
         ensemble_of([first, mixed], [Path("a.ckpt"), Path("b.ckpt")])
 
 
-def _unet_lab(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unet_lab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
 def _sweeps(cwd: Path) -> list[Path]:
     return sorted((cwd / "multirun").glob("*/*"))
 
@@ -86,7 +73,7 @@ def test_cv_trains_every_fold_summarizes_and_leaves_an_ensemble(tmp_path: Path) 
     write_dataset(tmp_path / "data", count=8, channels=1)
     args = ["cv", "data=folder", "data.root=data", "data.num_classes=3", "data.patch_size=32"]
     args += [*FAST_CV, "model.up_mode=transpose,bilinear"]
-    done = _unet_lab(args, tmp_path)
+    done = run_unet_lab(args, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     (sweep,) = _sweeps(tmp_path)
     record = json.loads((sweep / "cv" / "cv.json").read_text())
@@ -114,19 +101,19 @@ def test_cv_trains_every_fold_summarizes_and_leaves_an_ensemble(tmp_path: Path) 
     manifest["postprocessing"]["rules"] = [{"class_index": 1, "kind": "largest", "min_size": 0}]
     manifest_file.write_text(json.dumps(manifest))
     predict = ["predict", f"ckpt_path={sweep}", "input=data/images", "output=masks"]
-    predicted = _unet_lab(predict, tmp_path)
+    predicted = run_unet_lab(predict, tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     assert "an ensemble of 2 networks; postprocessing: class1: keep the largest" in predicted.stdout
     assert len(list((tmp_path / "masks").glob("*.png"))) == 8
-    without = _unet_lab([*predict, "postprocess=false"], tmp_path)
+    without = run_unet_lab([*predict, "postprocess=false"], tmp_path)
     assert "postprocessing: none" in without.stdout
 
-    exported = _unet_lab(["export", f"ckpt_path={sweep}"], tmp_path)
+    exported = run_unet_lab(["export", f"ckpt_path={sweep}"], tmp_path)
     assert exported.returncode == 0, exported.stderr
     sidecar = json.loads((sweep / "export" / "cv_ensemble.json").read_text())
     assert len(sidecar["ensemble_of"]) == 2 and sidecar["postprocessing"] is not None
     onnx = sweep / "export" / "cv_ensemble.onnx"
-    from_onnx = _unet_lab(
+    from_onnx = run_unet_lab(
         ["predict", f"ckpt_path={onnx}", "input=data/images", "output=o"], tmp_path
     )
     assert from_onnx.returncode == 0, from_onnx.stderr
@@ -136,7 +123,7 @@ def test_cv_trains_every_fold_summarizes_and_leaves_an_ensemble(tmp_path: Path) 
         assert (exported == expected).mean() > 0.999
 
     # The same command again finds its sweep: nothing is trained twice.
-    again = _unet_lab(args, tmp_path)
+    again = run_unet_lab(args, tmp_path)
     assert again.returncode == 0, again.stderr
     assert _sweeps(tmp_path) == [sweep]
     assert "already completed, skipped" in again.stdout + again.stderr
@@ -146,7 +133,7 @@ def test_cv_on_volumes_scores_out_of_fold_cases_in_mm(tmp_path: Path) -> None:
     write_volume_dataset(tmp_path / "volumes", count=4)
     args = ["cv", "data=volumes", "data.root=volumes", "data.num_classes=3"]
     args += ["data.patch_size=[8,16,16]", "data.samples_per_epoch=4", *FAST_CV]
-    done = _unet_lab(args, tmp_path)
+    done = run_unet_lab(args, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     (sweep,) = _sweeps(tmp_path)
     (configuration,) = json.loads((sweep / "cv" / "cv.json").read_text())["configurations"]
@@ -174,7 +161,7 @@ def test_cv_refuses_what_it_cannot_run_in_one_line(
     tmp_path: Path, overrides: list[str], named: str
 ) -> None:
     write_dataset(tmp_path / "data", count=4, channels=1)
-    done = _unet_lab(["cv", *overrides], tmp_path)
+    done = run_unet_lab(["cv", *overrides], tmp_path)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and named in errors[0]

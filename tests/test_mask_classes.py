@@ -5,9 +5,6 @@ scored per class and predicted as one mask per class."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -16,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import run_cli
+from conftest import run_cli, run_unet_lab
 
 from unet_lab.arguments import InvalidArgumentError
 from unet_lab.data.files import DataError
@@ -134,17 +131,6 @@ def test_a_mask_file_with_the_wrong_channel_count_is_named(tmp_path: Path) -> No
     assert "masks/img00.tif" in error and "2 channel(s)" in error
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unet_lab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
 def test_images_with_a_mask_folder_per_class_train_score_and_predict(tmp_path: Path) -> None:
     write_images(tmp_path / "data", "folders")
     data = ["data=folder", "data.root=data", "data.num_classes=3", CLASSES]
@@ -153,7 +139,9 @@ def test_images_with_a_mask_folder_per_class_train_score_and_predict(tmp_path: P
     assert {"dice", "dice_cell", "dice_nucleus"} <= set(summary["val"])
     checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
 
-    done = _cli(["predict", f"ckpt_path={checkpoint}", "input=data/images", "output=out"], tmp_path)
+    done = run_unet_lab(
+        ["predict", f"ckpt_path={checkpoint}", "input=data/images", "output=out"], tmp_path
+    )
     assert done.returncode == 0, done.stderr
     cell = cv2.imread(str(tmp_path / "out" / "img00_cell.png"), cv2.IMREAD_UNCHANGED)
     nucleus = cv2.imread(str(tmp_path / "out" / "img00_nucleus.png"), cv2.IMREAD_UNCHANGED)
@@ -163,7 +151,7 @@ def test_images_with_a_mask_folder_per_class_train_score_and_predict(tmp_path: P
     np.testing.assert_array_equal(packed & 1, cell > 0)  # the label map packs both classes
     np.testing.assert_array_equal(packed >> 1 & 1, nucleus > 0)
 
-    scored = _cli(["eval", f"ckpt_path={checkpoint}", "split=val"], tmp_path)
+    scored = run_unet_lab(["eval", f"ckpt_path={checkpoint}", "split=val"], tmp_path)
     assert scored.returncode == 0, scored.stderr
     assert "cell" in scored.stdout and "nucleus" in scored.stdout
 
@@ -188,14 +176,16 @@ def test_volumes_with_a_channel_per_class_predict_one_volume_per_class(tmp_path:
     checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
 
     case = tmp_path / "v" / "imagesTr" / "case_0.nii.gz"
-    done = _cli(["predict", f"ckpt_path={checkpoint}", f"input={case}", "output=out"], tmp_path)
+    done = run_unet_lab(
+        ["predict", f"ckpt_path={checkpoint}", f"input={case}", "output=out"], tmp_path
+    )
     assert done.returncode == 0, done.stderr
     for name in ("case_0.nii.gz", "case_0_cell.nii.gz", "case_0_nucleus.nii.gz"):
         written = nib.load(tmp_path / "out" / name)
         assert written.shape == shape
         np.testing.assert_allclose(written.affine, affine, atol=1e-5)
 
-    scored = _cli(["eval", f"ckpt_path={checkpoint}", "split=val"], tmp_path)
+    scored = run_unet_lab(["eval", f"ckpt_path={checkpoint}", "split=val"], tmp_path)
     assert scored.returncode == 0, scored.stderr
     assert "cell" in scored.stdout and "nucleus" in scored.stdout and "mm" in scored.stdout
 

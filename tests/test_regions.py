@@ -4,16 +4,13 @@ each, scored per region, predicted as one mask per region and as a label map pai
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, run_unet_lab
 from folders import write_dataset, write_volume_dataset
 
 from unet_lab.arguments import InvalidArgumentError
@@ -80,17 +77,6 @@ def test_an_ensemble_of_region_networks_averages_their_sigmoids() -> None:
     torch.testing.assert_close(probabilities(Ensemble(nets), image), expected, atol=1e-5, rtol=0)
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unet_lab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
 def test_images_with_overlapping_regions_train_score_and_predict(tmp_path: Path) -> None:
     write_dataset(tmp_path / "data", count=8, channels=1)
     data = ["data=folder", "data.root=data", "data.num_classes=3", "data.patch_size=32"]
@@ -100,7 +86,9 @@ def test_images_with_overlapping_regions_train_score_and_predict(tmp_path: Path)
     assert {"dice", "dice_any", "dice_second", "iou_any"} <= set(summary["val"])
     checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
 
-    done = _cli(["predict", f"ckpt_path={checkpoint}", "input=data/images", "output=out"], tmp_path)
+    done = run_unet_lab(
+        ["predict", f"ckpt_path={checkpoint}", "input=data/images", "output=out"], tmp_path
+    )
     assert done.returncode == 0, done.stderr
     for name in ("img00.png", "img00_any.png", "img00_second.png"):
         assert (tmp_path / "out" / name).is_file()
@@ -110,7 +98,7 @@ def test_images_with_overlapping_regions_train_score_and_predict(tmp_path: Path)
     second = cv2.imread(str(tmp_path / "out" / "img00_second.png"), cv2.IMREAD_UNCHANGED)
     assert ((labels == 2) == (second == 255)).all()  # the later region paints its own value
 
-    scored = _cli(["eval", f"ckpt_path={checkpoint}", "split=val"], tmp_path)
+    scored = run_unet_lab(["eval", f"ckpt_path={checkpoint}", "split=val"], tmp_path)
     assert scored.returncode == 0, scored.stderr
     assert "any" in scored.stdout and "second" in scored.stdout
 
@@ -142,7 +130,9 @@ def test_volumes_with_regions_predict_one_volume_per_region(tmp_path: Path) -> N
              "hydra.run.dir=run"], tmp_path)  # fmt: skip
     checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
     case = tmp_path / "volumes" / "imagesTr" / "case_000.nii.gz"
-    done = _cli(["predict", f"ckpt_path={checkpoint}", f"input={case}", "output=out"], tmp_path)
+    done = run_unet_lab(
+        ["predict", f"ckpt_path={checkpoint}", f"input={case}", "output=out"], tmp_path
+    )
     assert done.returncode == 0, done.stderr
     for name in ("case_000.nii.gz", "case_000_any.nii.gz", "case_000_second.nii.gz"):
         assert (tmp_path / "out" / name).is_file()
