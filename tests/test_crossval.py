@@ -71,8 +71,9 @@ def _sweeps(cwd: Path) -> list[Path]:
 
 def test_cv_trains_every_fold_summarizes_and_leaves_an_ensemble(tmp_path: Path) -> None:
     write_dataset(tmp_path / "data", count=8, channels=1)
-    args = ["cv", "data=folder", "data.root=data", "data.num_classes=3", "data.patch_size=32"]
-    args += [*FAST_CV, "model.up_mode=transpose,bilinear"]
+    # An absolute data.root, as users type it: job folders are still one folder each.
+    args = ["cv", "data=folder", f"data.root={tmp_path / 'data'}", "data.num_classes=3"]
+    args += ["data.patch_size=32", *FAST_CV, "model.up_mode=transpose,bilinear"]
     done = run_unet_lab(args, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     (sweep,) = _sweeps(tmp_path)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from unet_lab.config.resolvers import MAX_FOLDER_NAME, short_name
 from unet_lab.runs.folders import (
     claimed_folder_arguments,
     discard_unstarted,
@@ -97,3 +98,10 @@ def test_runs_started_at_the_same_moment_get_their_own_folders(tmp_path: Path) -
     folder_a.rmdir()  # a run whose config failed: discard_unstarted removed its folder
     release_if_unused(folder_a)  # its empty runs/<date>/ and runs/ go too
     assert not (tmp_path / "runs").exists()
+
+
+def test_job_folder_names_are_one_folder_even_with_paths_in_the_overrides() -> None:
+    assert short_name("0_data.root=/data/x,model.depth=3") == "0_data.root=_data_x,model.depth=3"
+    long = short_name("1_data.root=/" + "a" * 300)
+    assert "/" not in long and len(long) <= MAX_FOLDER_NAME
+    assert long != short_name("1_data.root=_" + "a" * 300)  # the hash keeps them apart

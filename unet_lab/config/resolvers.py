@@ -50,12 +50,14 @@ MAX_FOLDER_NAME = 160
 
 
 def short_name(name: str) -> str:
-    """``name`` if short enough, else its start and a hash of the whole (still unique and the
-    same for the same overrides, so a re-run sweep finds its job folders)."""
-    if len(name) <= MAX_FOLDER_NAME:
-        return name
+    """``name`` as one folder name: path separators (``data.root=/data/x``) become ``_``, and
+    a long name becomes its start and a hash of the whole (still unique and the same for the
+    same overrides, so a re-run sweep finds its job folders)."""
+    safe = name.replace("/", "_").replace("\\", "_")
+    if len(safe) <= MAX_FOLDER_NAME:
+        return safe
     digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-    return f"{name[: MAX_FOLDER_NAME - 12]}..{digest}"
+    return f"{safe[: MAX_FOLDER_NAME - 12]}..{digest}"
 
 
 def device_count(devices: Any) -> int | None:
