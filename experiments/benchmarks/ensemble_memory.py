@@ -2,7 +2,7 @@
 ``predict.py`` on one large image with an ensemble of 1, 2, 3 and 5 networks
 (``ckpt_path=[...]``), each run a process of its own.
 
-    python experiments/benchmarks/ensemble_memory.py                   # 4096 x 4096 px
+    python experiments/benchmarks/ensemble_memory.py                   # 2048 x 2048 px
     python experiments/benchmarks/ensemble_memory.py --side 1024 --name ensemble_memory_quick
 
 The networks are the default recipe's U-Net from a few training steps on the synthetic data
@@ -32,7 +32,7 @@ COUNTS = (1, 2, 3, 5)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", type=int, default=4096, help="of the square image, px")
+    parser.add_argument("--side", type=int, default=2048, help="of the square image, px")
     parser.add_argument("--name", default="ensemble_memory")
     options = parser.parse_args()
     rows = []
