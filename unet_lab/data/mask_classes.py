@@ -53,10 +53,7 @@ class MaskClasses:
             )
         self.names = listed
         self.regions = Regions.of_bits(listed)
-        self.value_names = ["background"] + [
-            "+".join(n for k, n in enumerate(listed) if value >> k & 1)
-            for value in range(1, 2 ** len(listed))
-        ]
+        self.value_names = ["background", *list(self.regions.legend().values())[1:]]
 
     @property
     def value_count(self) -> int:
