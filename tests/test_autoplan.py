@@ -198,6 +198,15 @@ def test_the_fingerprint_of_a_folder_and_of_volumes(tmp_path: Path) -> None:
     assert all(len(c.shape) == 3 for c in fingerprint.cases)
 
 
+def test_a_plan_may_not_take_a_built_in_experiments_name(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "data", count=4)
+    done = run_unet_lab(
+        ["autoplan", "data=folder", f"data.root={root}", "--name", "isbi2012"], tmp_path
+    )
+    assert done.returncode == 2 and "--name isbi2012: a built-in experiment" in done.stderr
+    assert not (tmp_path / "plans").exists()
+
+
 def test_generated_data_and_a_bad_budget_are_refused_naming_the_key(tmp_path: Path) -> None:
     done = run_unet_lab(["autoplan", "data=synthetic"], tmp_path)
     assert done.returncode == 2 and "data=folder or data=volumes" in done.stderr

@@ -156,7 +156,7 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
     started = time.perf_counter()
     output, _, _ = measured_run(
         ["-m", "unet_lab.cli", "autoplan", *data, f"budget={options.minutes}m",
-         "--output", str(plans), "--name", name],
+         "--output", str(plans), "--name", f"auto_{name}"],
         work,
     )  # fmt: skip
     planning = round(time.perf_counter() - started, 1)
@@ -169,7 +169,7 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
         folds["defaults"].append(train(base, work / f"defaults_{tag}", work))
         folds["autoplan"].append(
             train(
-                [f"experiment={name}", f"data.fold={fold}", *budget],
+                [f"experiment=auto_{name}", f"data.fold={fold}", *budget],
                 work / f"auto_{tag}",
                 work,
                 ("--config-dir", str(plans)),

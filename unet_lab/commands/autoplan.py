@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 from unet_lab.autoplan.files import (
@@ -28,7 +29,7 @@ from unet_lab.autoplan.files import (
 from unet_lab.autoplan.measure import parse_budget, sample_bytes_for, steps_per_second, this_device
 from unet_lab.autoplan.rules import apply_budget, plan_from
 from unet_lab.autoplan.sources import fingerprint_of
-from unet_lab.config.compose import compose_train_config
+from unet_lab.config.compose import CONFIG_MODULE, compose_train_config
 from unet_lab.errors import ConfigError, input_errors_exit
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def main(args: Sequence[str]) -> None:
     budgets = [o.split("=", 1)[1] for o in given if o.startswith("budget=")]
     overrides = [o for o in given if not o.startswith("budget=")]
     with input_errors_exit():
+        if options.name:
+            _check_name(options.name)
         try:
             budget = parse_budget(budgets[-1] if budgets else DEFAULT_BUDGET)
         except ValueError as exc:
@@ -76,6 +79,16 @@ def main(args: Sequence[str]) -> None:
     print(markdown)
     print("wrote " + ", ".join(str(p) for p in paths))
     print(f"train it with: {train_command(folder, name)}")
+
+
+def _check_name(name: str) -> None:
+    """Refuses the name of a built-in experiment: ``experiment=NAME`` would load that one, not
+    the plan, even with ``--config-dir``."""
+    if (resources.files(CONFIG_MODULE) / "experiment" / f"{name}.yaml").is_file():
+        raise ConfigError(
+            f"--name {name}: a built-in experiment has that name (experiment={name} would load "
+            "it instead of the plan); choose another name"
+        )
 
 
 def _name(root: str) -> str:
