@@ -51,6 +51,9 @@ MONAI = ["model=monai_basic_unet", "optimizer=adam", "optimizer.lr=1e-4", "sched
          "loss=dice", "trainer.precision=32-true", "module.channels_last=false",
          "trainer.max_epochs=100000"]  # fmt: skip
 RECIPES = ("defaults", "autoplan", "MONAI peer")
+# BasicUNet pools 4 times and instance-normalizes its deepest maps, which fails at 1 x 1: inputs
+# of at least 32 px. The folder module mirror-pads images smaller than the patch.
+MONAI_MIN_PATCH = 32
 
 
 def isbi2012(work: Path) -> list[str]:
@@ -134,10 +137,12 @@ SETS = {"isbi2012": isbi2012, "hippocampus2d": hippocampus2d, "tiny": tiny,
 def train(
     overrides: list[str], run: Path, work: Path, extra: tuple[str, ...] = ()
 ) -> dict[str, Any]:
+    """Trains one recipe into ``run`` (a finished run there is read, not trained again)."""
     started = time.perf_counter()
-    measured_run([str(REPO / "train.py"), *extra, *overrides, "logger=csv",
-                  "callbacks.validation_images=null", "test=false", f"hydra.run.dir={run}"],
-                 work)  # fmt: skip
+    if not (run / "metrics.json").is_file():
+        measured_run([str(REPO / "train.py"), *extra, *overrides, "logger=csv",
+                      "callbacks.validation_images=null", "test=false", f"hydra.run.dir={run}"],
+                     work)  # fmt: skip
     summary = json.loads((run / "metrics.json").read_text())
     scores = summary["val"]
     # One measure for every recipe: the mean over the classes after class 0 (the per-class
@@ -148,6 +153,21 @@ def train(
             else scores[m] for m in ("dice", "iou")}  # fmt: skip
     return {**mean, "seconds": round(time.perf_counter() - started, 1),
             "steps": summary["global_step"]}  # fmt: skip
+
+
+def monai_patch(data: list[str], work: Path) -> list[str]:
+    """``data.patch_size`` for the MONAI peer: the folder module's default, but at least
+    ``MONAI_MIN_PATCH``."""
+    from unet_lab.config.compose import compose_train_config
+    from unet_lab.data.folder import FolderDataModule
+    from unet_lab.training.build import build_datamodule
+
+    datamodule = build_datamodule(compose_train_config(data))
+    assert isinstance(datamodule, FolderDataModule)
+    patch = datamodule.patch_size
+    return (
+        [] if patch is None or patch >= MONAI_MIN_PATCH else [f"data.patch_size={MONAI_MIN_PATCH}"]
+    )
 
 
 def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -175,7 +195,8 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
                 ("--config-dir", str(plans)),
             )
         )
-        folds["MONAI peer"].append(train([*base, *MONAI], work / f"monai_{tag}", work))
+        monai = [*base, *MONAI, *monai_patch(base[:-1], work)]
+        folds["MONAI peer"].append(train(monai, work / f"monai_{tag}", work))
         print(f"{name} fold {fold}: " + ", ".join(
             f"{r} {folds[r][-1]['dice']:.4f}" for r in RECIPES), flush=True)  # fmt: skip
     return {"plan": chosen, "planning_seconds": planning, "folds": folds}
@@ -187,11 +208,14 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per run")
     parser.add_argument("--name", default="results")
+    parser.add_argument("--workdir", type=Path, help="keep the runs here; finished ones are reused")
     options = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="unet_lab_autoplan_") as folder:
+        work = (options.workdir or Path(folder)).resolve()
+        work.mkdir(parents=True, exist_ok=True)
         for name in options.sets:
-            results[name] = run_set(name, options, Path(folder))
+            results[name] = run_set(name, options, work)
     lines = [
         f"# Autoplan against the defaults and a MONAI peer, {options.minutes:g} min per run",
         "",
