@@ -48,7 +48,12 @@ def test_every_option_builds(group: str, option: str, tmp_path: Path) -> None:
         on_cpu = ["trainer.accelerator=cpu"]
         if option != "gpu":
             on_cpu += ["trainer.devices=2", "trainer.sync_batchnorm=false"]
-    folder = write_dataset(tmp_path / "data", num_classes=2) if option == "folder" else None
+    regions = (group, option) == ("loss", "regions")  # overlapping regions of a folder's labels
+    folder = (
+        write_dataset(tmp_path / "data", num_classes=3 if regions else 2)
+        if option == "folder" or regions
+        else None
+    )
     data = [f"data.root={folder}"] if folder else TINY_DATA
     if option in ("synthetic3d", "synthetic3d_unet"):
         data = ["data=synthetic3d", *TINY_VOLUMES]
@@ -58,6 +63,8 @@ def test_every_option_builds(group: str, option: str, tmp_path: Path) -> None:
         data.append(f"data.cache_dir={tmp_path / 'cache'}")
     if (group, option) == ("loss", "bce"):
         data = [*data, "data.num_classes=2"]  # a single-output loss needs binary data
+    if regions:
+        data = [*data, "data=folder", "data.num_classes=3", "data.regions={a:[1,2],b:[2]}"]
     fast = [o for o in FAST if o not in SMALL_UNET] if group == "model" else FAST
     experiment = build(compose_config(tmp_path, [*fast, f"{group}={option}", *data, *on_cpu]))
     assert experiment.trainer.max_epochs == 2
@@ -107,7 +114,7 @@ INJECTED = {
     "model": {"in_channels", "num_classes"},
     "data": {"train_transform", "eval_transform"},
     "loss": set(),
-    "module": {"net", "loss", "optimizer", "scheduler", "class_names"},
+    "module": {"net", "loss", "optimizer", "scheduler", "class_names", "regions"},
 }
 TARGET_FILES = [
     *sorted(CONF.glob("model/*.yaml")),
