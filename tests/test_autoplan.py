@@ -198,6 +198,14 @@ def test_the_fingerprint_of_a_folder_and_of_volumes(tmp_path: Path) -> None:
     assert all(len(c.shape) == 3 for c in fingerprint.cases)
 
 
+def test_square_images_of_one_size_are_planned_whole(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "data", count=6, sizes=[(32, 32)], num_classes=3)
+    args = ["autoplan", "data=folder", f"data.root={root}", "data.num_classes=3", "budget=1m"]
+    done = run_unet_lab(args, tmp_path)
+    assert done.returncode == 0, done.stderr  # the step rate is measured on whole images
+    assert "`data.patch_size=null`" in done.stdout
+
+
 def test_a_plan_may_not_take_a_built_in_experiments_name(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "data", count=4)
     done = run_unet_lab(

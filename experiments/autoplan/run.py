@@ -173,13 +173,18 @@ def monai_patch(data: list[str], work: Path) -> list[str]:
 def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any]:
     data = ["data=folder", *SETS[name](work), "data.folds=5"]
     plans = work / "plans"
-    started = time.perf_counter()
-    output, _, _ = measured_run(
-        ["-m", "unet_lab.cli", "autoplan", *data, f"budget={options.minutes}m",
-         "--output", str(plans), "--name", f"auto_{name}"],
-        work,
-    )  # fmt: skip
-    planning = round(time.perf_counter() - started, 1)
+    planned = plans / f"auto_{name}.run.json"  # a plan made earlier in --workdir: reused
+    if planned.is_file():
+        output, planning = json.loads(planned.read_text())
+    else:
+        started = time.perf_counter()
+        output, _, _ = measured_run(
+            ["-m", "unet_lab.cli", "autoplan", *data, f"budget={options.minutes}m",
+             "--output", str(plans), "--name", f"auto_{name}"],
+            work,
+        )  # fmt: skip
+        planning = round(time.perf_counter() - started, 1)
+        planned.write_text(json.dumps([output, planning]))
     chosen = [line.split("`")[1] for line in output.splitlines() if line.startswith("| `")]
     folds: dict[str, list[dict[str, Any]]] = {recipe: [] for recipe in RECIPES}
     budget = [f"+trainer.max_time={max_time_argument(options.minutes)}"]

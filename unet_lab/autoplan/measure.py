@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -46,13 +47,20 @@ def sample_bytes_for(in_channels: int, num_classes: int) -> Any:
     return sample_bytes
 
 
-def steps_per_second(cfg: DictConfig, in_channels: int, num_classes: int) -> float:
+def steps_per_second(
+    cfg: DictConfig, in_channels: int, num_classes: int, whole_size: Sequence[int] = ()
+) -> float:
     """Training steps per second of the network, loss, optimizer and precision of the
     composed ``cfg`` on random batches of its batch and patch size (data loading apart), over
-    about ``MEASURE_SECONDS`` after two warm-up steps."""
+    about ``MEASURE_SECONDS`` after two warm-up steps. ``whole_size``: the images' size at the
+    working resolution, for a plan without patches (whole images)."""
     data = cfg.data
     dims = int(cfg.model.get("spatial_dims", 2))
     patch = data.patch_size
+    if patch is None:
+        if not whole_size:
+            raise ValueError("a plan without data.patch_size needs the images' whole_size")
+        patch = list(whole_size)
     sides = [int(patch)] * 2 if isinstance(patch, int) else [int(s) for s in patch]
     loss = instantiate(cfg.loss, "loss")
     extra = {}

@@ -61,7 +61,10 @@ def main(args: Sequence[str]) -> None:
         plan = plan_from(fingerprint, device, sample_bytes, options.left_right)
         values = plan_values(plan, cfg.data, fingerprint)
         planned = compose_train_config([*overrides, *plan_overrides(plan, values)])
-        rate = steps_per_second(planned, fingerprint.channels, fingerprint.num_classes)
+        scale = planned.data.get("scale", 1.0)
+        scale = float(scale) if isinstance(scale, int | float) else 1.0
+        whole = [round(side * scale) for side in fingerprint.median_shape]
+        rate = steps_per_second(planned, fingerprint.channels, fingerprint.num_classes, whole)
         apply_budget(plan, budget, rate, len(fingerprint.cases))
         values = plan_values(plan, cfg.data, fingerprint)
     folder = Path(options.output).expanduser().resolve()
