@@ -155,7 +155,7 @@ def train(
             "steps": summary["global_step"]}  # fmt: skip
 
 
-def monai_patch(data: list[str], work: Path) -> list[str]:
+def monai_patch(data: list[str]) -> list[str]:
     """``data.patch_size`` for the MONAI peer: the folder module's default, but at least
     ``MONAI_MIN_PATCH``."""
     from unet_lab.config.compose import compose_train_config
@@ -188,6 +188,7 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
     chosen = [line.split("`")[1] for line in output.splitlines() if line.startswith("| `")]
     folds: dict[str, list[dict[str, Any]]] = {recipe: [] for recipe in RECIPES}
     budget = [f"+trainer.max_time={max_time_argument(options.minutes)}"]
+    monai_extra = monai_patch(data)  # the same for every fold: the data is read once
     for fold in options.folds:
         tag = f"{name}_{fold}"
         base = [*data, f"data.fold={fold}", *budget]
@@ -200,7 +201,7 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
                 ("--config-dir", str(plans)),
             )
         )
-        monai = [*base, *MONAI, *monai_patch(base[:-1], work)]
+        monai = [*base, *MONAI, *monai_extra]
         folds["MONAI peer"].append(train(monai, work / f"monai_{tag}", work))
         print(f"{name} fold {fold}: " + ", ".join(
             f"{r} {folds[r][-1]['dice']:.4f}" for r in RECIPES), flush=True)  # fmt: skip

@@ -148,8 +148,6 @@ class FolderDataModule(InMemoryDataModule):
             self.mask_classes = MaskClasses(mask_classes, num_classes)
             self.regions = self.mask_classes.regions
             self._class_names = self.mask_classes.value_names
-        # How many label values the masks hold: packed binary masks hold 2**classes.
-        self.num_labels = len(self._class_names)
         check_float("val_fraction", val_fraction, 0.0, 0.9)
         check_float("test_fraction", test_fraction, 0.0, 0.9)
         if folds is not None:
@@ -241,7 +239,7 @@ class FolderDataModule(InMemoryDataModule):
         else:
             images, masks = self.arrays["train"]
             sides = [min(image.shape[:2]) for image in images]
-            depth = structure_depth(masks, self.num_labels)
+            depth = structure_depth(masks, len(self._class_names))
             factor = auto_scale(sides, patch_size, depth)
             median = float(np.median(sides))
             log.info(
