@@ -14,7 +14,14 @@ from folders import write_dataset, write_volume_dataset
 
 from unet_lab.autoplan.fingerprint import CaseFacts, ClassFacts, Fingerprint
 from unet_lab.autoplan.measure import parse_budget
-from unet_lab.autoplan.rules import Device, apply_budget, plan_from
+from unet_lab.autoplan.rules import (
+    Device,
+    Rates,
+    apply_budget,
+    plan_from,
+    validation_voxels,
+    working_shape,
+)
 from unet_lab.autoplan.sources import fingerprint_of
 from unet_lab.config.compose import compose_train_config
 from unet_lab.training.build import build_datamodule, warn_if_data_changed
@@ -158,18 +165,55 @@ def test_normalization_follows_the_spread_of_image_brightness() -> None:
 
 def test_the_budget_becomes_epochs_at_the_measured_rate() -> None:
     plan = plan_from(_fingerprint(), CPU, _bytes)
-    apply_budget(plan, budget_seconds=630, steps_per_second=2.0, train_cases=10)
-    steps = int((630 - 30) * 0.85 * 2.0)
+    cheap = Rates(steps_per_second=2.0, inference_voxels_per_second=1e9)  # validation: ~2 s
+    apply_budget(plan, budget_seconds=630, rates=cheap, train_cases=10, validation_voxels=10**6)
+    one_validation = 2.0 + 1e-3
+    steps = int((630 - 30 - 20 * one_validation) * 0.9 * 2.0)
     per_epoch = plan.get("data.samples_per_epoch") // plan.get("data.batch_size")
     assert plan.get("trainer.max_epochs") == steps // per_epoch == 20
     assert [reason for reason in plan.reasons if reason[0].startswith("trainer.max_epochs")]
 
 
+def test_a_costly_validation_is_run_less_often_and_its_time_is_not_planned_for_training() -> None:
+    plan = plan_from(_fingerprint(), CPU, _bytes)
+    slow = Rates(steps_per_second=2.0, inference_voxels_per_second=1e6)
+    apply_budget(plan, budget_seconds=630, rates=slow, train_cases=10, validation_voxels=28 * 10**6)
+    # 30 s per validation: 15 % of 600 s pays for 3 of them
+    per_epoch = plan.get("data.samples_per_epoch") // plan.get("data.batch_size")
+    steps = int((600 - 3 * 30.0) * 0.9 * 2.0)
+    assert plan.get("trainer.max_epochs") == 3
+    assert per_epoch == steps // 3
+    # one validation even when it costs more than the share
+    apply_budget(plan, budget_seconds=60, rates=slow, train_cases=10, validation_voxels=10**8)
+    assert plan.get("trainer.max_epochs") == 1
+
+
+def test_validation_voxels_follow_the_sliding_window() -> None:
+    assert validation_voxels([100, 120], cases=3, tile=None, overlap=0.5) == 3 * 100 * 120
+    # 64-voxel tiles at overlap 0.5 step by 32: 0, 32, 36 along 100 (3 tiles); one along 64
+    assert validation_voxels([100, 64], cases=1, tile=[64, 64], overlap=0.5) == 3 * 64 * 64
+    # an image smaller than the tile is padded to it
+    assert validation_voxels([40, 40], cases=2, tile=[64, 64], overlap=0.5) == 2 * 64 * 64
+
+
+def test_the_working_shape_is_the_median_case_at_the_planned_resolution() -> None:
+    images = plan_from(_fingerprint(), CPU, _bytes)
+    images.set("data.scale", 0.5, "test")
+    assert working_shape(images, _fingerprint()) == [
+        round(side * 0.5) for side in _fingerprint().median_shape
+    ]
+    volumes = _fingerprint("volumes", [[40, 60, 60]] * 4, [2.0, 1.0, 1.0])
+    plan = plan_from(volumes, CPU, _bytes)
+    plan.set("data.target_spacing", [1.0, 1.0, 1.0], "test")
+    assert working_shape(plan, volumes) == [80, 60, 60]
+
+
 def test_short_volume_runs_get_light_augmentation_and_long_ones_nnunets() -> None:
     volumes = _fingerprint("volumes", [[40, 60, 60]] * 4, [1.0, 1.0, 1.0])
     short, long = plan_from(volumes, CPU, _bytes), plan_from(volumes, CPU, _bytes)
-    apply_budget(short, budget_seconds=600, steps_per_second=2.0, train_cases=4)  # 969 steps
-    apply_budget(long, budget_seconds=7200, steps_per_second=2.0, train_cases=4)  # 12,189
+    rates = Rates(steps_per_second=2.0, inference_voxels_per_second=1e9)
+    apply_budget(short, 600, rates, train_cases=4, validation_voxels=10**5)  # 954 steps
+    apply_budget(long, 7200, rates, train_cases=4, validation_voxels=10**5)  # 12,834
     assert short.defaults["augmentation"] == "volume_light"
     assert long.defaults["augmentation"] == "volume_medium"
     chosen = [key for key, _ in short.reasons if key.startswith("augmentation=")]

@@ -1,19 +1,19 @@
 """What autoplan measures on this machine: the device and its memory, the activation memory of
-one training sample of a planned network, and the training steps per second it runs at."""
+one training sample of a planned network, and the rates it trains and infers at."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from unet_lab.autoplan.rules import Device
+from unet_lab.autoplan.rules import Device, Rates
 from unet_lab.config.compose import instantiate
 from unet_lab.losses import DeepSupervisionLoss
 from unet_lab.models import UNet
@@ -24,6 +24,7 @@ GPU_MEMORY_SHARE = 0.7  # of the GPU's memory, for activations
 CPU_MEMORY_SHARE = 0.25  # of the machine's memory (the data and the rest need room)
 CPU_MEMORY_CAP = 8 * 2**30
 MEASURE_SECONDS = 10.0
+INFERENCE_SECONDS = 3.0
 
 
 def this_device() -> Device:
@@ -47,13 +48,14 @@ def sample_bytes_for(in_channels: int, num_classes: int) -> Any:
     return sample_bytes
 
 
-def steps_per_second(
+def measure_rates(
     cfg: DictConfig, in_channels: int, num_classes: int, whole_size: Sequence[int] = ()
-) -> float:
-    """Training steps per second of the network, loss, optimizer and precision of the
-    composed ``cfg`` on random batches of its batch and patch size (data loading apart), over
-    about ``MEASURE_SECONDS`` after two warm-up steps. ``whole_size``: the images' size at the
-    working resolution, for a plan without patches (whole images)."""
+) -> Rates:
+    """The :class:`Rates` of the network, loss, optimizer and precision of the composed
+    ``cfg`` on random batches of its batch and patch size (data loading apart): training over
+    about ``MEASURE_SECONDS`` after two warm-up steps, then inference over about
+    ``INFERENCE_SECONDS``. ``whole_size``: the images' size at the working resolution, for a
+    plan without patches (whole images)."""
     data = cfg.data
     dims = int(cfg.model.get("spatial_dims", 2))
     patch = data.patch_size
@@ -89,15 +91,29 @@ def steps_per_second(
         value.backward()
         optimizer.step()
 
+    @torch.no_grad()
+    def forward() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=mixed):
+            net(image)
+
+    training = _per_second(step, MEASURE_SECONDS, device)
+    net.eval()
+    voxels = image.shape[0] * math.prod(sides)
+    return Rates(training, voxels * _per_second(forward, INFERENCE_SECONDS, device))
+
+
+def _per_second(call: Callable[[], None], seconds: float, device: torch.device) -> float:
+    """Calls of ``call`` per second over about ``seconds`` (at least 3), after two warm-up
+    calls."""
     for _ in range(2):
-        step()
-    steps, started = 0, time.perf_counter()
-    while steps < 3 or time.perf_counter() - started < MEASURE_SECONDS:
-        step()
-        steps += 1
+        call()
+    calls, started = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - started < seconds:
+        call()
+        calls += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps / (time.perf_counter() - started)
+    return calls / (time.perf_counter() - started)
 
 
 def parse_budget(text: str) -> float:

@@ -12,7 +12,7 @@ from a measured step rate: :func:`apply_budget`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from unet_lab.autoplan.fingerprint import Fingerprint, diameter
 from unet_lab.data.volumes.preprocessing import target_spacing
+from unet_lab.inference.sliding_window import tile_starts
 from unet_lab.models.anisotropy import pooling_plan
 
 MIN_FEATURE_MAP = 4  # voxels along a pooled axis at the deepest level (nnU-Net's)
@@ -27,9 +28,11 @@ MIN_STRUCTURE_DEPTH = 4.0  # px a labelled structure keeps at the working resolu
 PATCHES_PER_SIDE = 2  # the median shorter side of 2D images spans this many patches
 OBJECT_SHARE_OF_PATCH = 0.75  # large objects fit in this share of a patch side
 BACKGROUND_NAMES = {"background", "bg", "void", "none", "other", "unlabelled", "unlabeled"}
-VALIDATIONS = 20  # validations over a planned run
+VALIDATIONS = 20  # validations over a planned run, at most
 STARTUP_SECONDS = 30.0
-VALIDATION_SHARE = 0.15  # of the budget, for validation and checkpoints
+VALIDATION_SHARE = 0.15  # of the budget, at most, for validation
+VALIDATION_OVERHEAD_SECONDS = 2.0  # per validation, beyond its forward passes: scores, checkpoint
+LOADING_MARGIN = 0.1  # of the training time, for data loading and logging beyond the measured rate
 # Volumes: below this many steps the light preset (flips, 90-degree turns, brightness and
 # contrast) beat nnU-Net-like augmentation: hippocampus fold 0 after 1,000 steps, val Dice
 # 0.837 light vs 0.829 medium (docs/volumes.md); nnU-Net's heavy augmentation pays off over
@@ -49,6 +52,16 @@ class Device:
     @property
     def gpu(self) -> bool:
         return self.kind == "cuda"
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What a planned network runs at on the device (measured): training steps per second
+    (forward, loss, backward and optimizer step on one batch) and voxels per second of
+    inference (forward passes without gradients, as validation runs)."""
+
+    steps_per_second: float
+    inference_voxels_per_second: float
 
 
 @dataclass
@@ -323,15 +336,51 @@ def _plan_classes(plan: Plan, fp: Fingerprint) -> None:
     )
 
 
+def working_shape(plan: Plan, fp: Fingerprint) -> list[int]:
+    """The median case's spatial size at the planned resolution: images at ``data.scale``,
+    volumes at ``data.target_spacing``."""
+    if fp.kind == "volumes":
+        target = np.asarray(plan.get("data.target_spacing"), float)
+        shapes = [
+            np.asarray(c.shape) * np.asarray(c.spacing) / target for c in fp.cases if c.spacing
+        ]
+        return [max(1, round(float(v))) for v in np.median(shapes, axis=0)]
+    scale = float(plan.get("data.scale", 1.0))
+    return [max(1, round(side * scale)) for side in fp.median_shape]
+
+
+def validation_voxels(
+    shape: Sequence[int], cases: int, tile: Sequence[int] | None, overlap: float
+) -> int:
+    """Voxels one validation passes through the network: ``cases`` cases of ``shape``, whole
+    (``tile`` None) or tile by tile with ``overlap``, as the sliding window covers them."""
+    if tile is None:
+        return cases * math.prod(shape)
+    covered = []
+    for length, side in zip(shape, tile, strict=True):
+        step = max(1, int(side * (1 - overlap)))
+        covered.append(len(tile_starts(max(length, side), side, step)) * side)
+    return cases * math.prod(covered)
+
+
 def apply_budget(
-    plan: Plan, budget_seconds: float, steps_per_second: float, train_cases: int
+    plan: Plan, budget_seconds: float, rates: Rates, train_cases: int, validation_voxels: int
 ) -> None:
-    """Epochs and validation cadence from a time budget: the steps the measured rate allows in
-    the budget (less start-up and a share for validation), split into ``VALIDATIONS`` epochs;
-    volumes get the light augmentation when that is under ``LIGHT_AUGMENTATION_STEPS``."""
-    usable = max(0.0, budget_seconds - STARTUP_SECONDS) * (1 - VALIDATION_SHARE)
-    steps = max(VALIDATIONS, int(usable * steps_per_second))
-    per_epoch = max(1, steps // VALIDATIONS)
+    """Epochs and validation cadence from a time budget. One validation costs its forward
+    passes (``validation_voxels`` at the measured inference rate) plus
+    ``VALIDATION_OVERHEAD_SECONDS``; the run validates as often as ``VALIDATION_SHARE`` of the
+    budget (less start-up) allows, between once and ``VALIDATIONS`` times, and trains for the
+    rest (less ``LOADING_MARGIN``) at the measured step rate. Volumes get the light
+    augmentation when that is under ``LIGHT_AUGMENTATION_STEPS`` steps."""
+    available = max(0.0, budget_seconds - STARTUP_SECONDS)
+    one_validation = VALIDATION_OVERHEAD_SECONDS + validation_voxels / max(
+        rates.inference_voxels_per_second, 1e-9
+    )
+    affordable = int(VALIDATION_SHARE * available / one_validation)
+    validations = min(VALIDATIONS, max(1, affordable))
+    training = max(0.0, available - validations * one_validation) * (1 - LOADING_MARGIN)
+    steps = max(validations, int(training * rates.steps_per_second))
+    per_epoch = max(1, steps // validations)
     batch = int(plan.get("data.batch_size", 2))
     plan.set(
         "data.samples_per_epoch", per_epoch * batch,
@@ -339,9 +388,10 @@ def apply_budget(
     )  # fmt: skip
     plan.set(
         "trainer.max_epochs", steps // per_epoch,
-        f"{budget_seconds / 60:g} min at {steps_per_second:.2f} steps/s measured here "
-        f"(less {STARTUP_SECONDS:g} s start-up and {100 * VALIDATION_SHARE:g} % for "
-        f"validation): {steps} steps, validated {steps // per_epoch} times",
+        f"{budget_seconds / 60:g} min at {rates.steps_per_second:.2f} steps/s measured here, "
+        f"less {STARTUP_SECONDS:g} s start-up, {validations} validations of "
+        f"{one_validation:.1f} s and {100 * LOADING_MARGIN:g} % for data loading: {steps} "
+        f"steps, validated {steps // per_epoch} times",
     )  # fmt: skip
     if plan.defaults.get("augmentation") == "volume_medium" and steps < LIGHT_AUGMENTATION_STEPS:
         plan.choose(

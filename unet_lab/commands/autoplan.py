@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+
+from omegaconf import DictConfig
 
 from unet_lab.autoplan.files import (
     experiment_yaml,
@@ -26,8 +29,8 @@ from unet_lab.autoplan.files import (
     train_command,
     write_plan,
 )
-from unet_lab.autoplan.measure import parse_budget, sample_bytes_for, steps_per_second, this_device
-from unet_lab.autoplan.rules import apply_budget, plan_from
+from unet_lab.autoplan.measure import measure_rates, parse_budget, sample_bytes_for, this_device
+from unet_lab.autoplan.rules import apply_budget, plan_from, validation_voxels, working_shape
 from unet_lab.autoplan.sources import fingerprint_of
 from unet_lab.config.compose import CONFIG_MODULE, compose_train_config
 from unet_lab.errors import ConfigError, input_errors_exit
@@ -61,11 +64,14 @@ def main(args: Sequence[str]) -> None:
         plan = plan_from(fingerprint, device, sample_bytes, options.left_right)
         values = plan_values(plan, cfg.data, fingerprint)
         planned = compose_train_config([*overrides, *plan_overrides(plan, values)])
-        scale = planned.data.get("scale", 1.0)
-        scale = float(scale) if isinstance(scale, int | float) else 1.0
-        whole = [round(side * scale) for side in fingerprint.median_shape]
-        rate = steps_per_second(planned, fingerprint.channels, fingerprint.num_classes, whole)
-        apply_budget(plan, budget, rate, len(fingerprint.cases))
+        shape = working_shape(plan, fingerprint)
+        rates = measure_rates(planned, fingerprint.channels, fingerprint.num_classes, shape)
+        cases = len(fingerprint.cases)
+        voxels = validation_voxels(
+            shape, _validation_cases(planned.data, cases), _tile(planned, len(shape)),
+            float(planned.module.eval_overlap),
+        )  # fmt: skip
+        apply_budget(plan, budget, rates, cases, voxels)
         values = plan_values(plan, cfg.data, fingerprint)
     folder = Path(options.output).expanduser().resolve()
     name = options.name or _name(Path(fingerprint.root).name)
@@ -82,6 +88,22 @@ def main(args: Sequence[str]) -> None:
     print(markdown)
     print("wrote " + ", ".join(str(p) for p in paths))
     print(f"train it with: {train_command(folder, name)}")
+
+
+def _validation_cases(data: DictConfig, cases: int) -> int:
+    """How many of ``cases`` the planned split validates on: one fold, or ``val_fraction``."""
+    if data.get("folds"):
+        return math.ceil(cases / int(data.folds))
+    return max(1, round(float(data.get("val_fraction", 0.2)) * cases))
+
+
+def _tile(cfg: DictConfig, dims: int) -> list[int] | None:
+    """The validation tile of the composed ``cfg`` (``module.eval_tile_size``), per axis; None
+    for whole images."""
+    tile = cfg.module.get("eval_tile_size")
+    if tile is None:
+        return None
+    return [int(tile)] * dims if isinstance(tile, int) else [int(side) for side in tile]
 
 
 def _check_name(name: str) -> None:
