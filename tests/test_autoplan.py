@@ -168,7 +168,7 @@ def test_the_budget_becomes_epochs_at_the_measured_rate() -> None:
     cheap = Rates(steps_per_second=2.0, inference_voxels_per_second=1e9)  # validation: ~2 s
     apply_budget(plan, budget_seconds=630, rates=cheap, train_cases=10, validation_voxels=10**6)
     one_validation = 2.0 + 1e-3
-    steps = int((630 - 30 - 20 * one_validation) * 0.9 * 2.0)
+    steps = int((630 - 5 - 20 * one_validation) * 0.9 * 2.0)
     per_epoch = plan.get("data.samples_per_epoch") // plan.get("data.batch_size")
     assert plan.get("trainer.max_epochs") == steps // per_epoch == 20
     assert [reason for reason in plan.reasons if reason[0].startswith("trainer.max_epochs")]
@@ -178,9 +178,9 @@ def test_a_costly_validation_is_run_less_often_and_its_time_is_not_planned_for_t
     plan = plan_from(_fingerprint(), CPU, _bytes)
     slow = Rates(steps_per_second=2.0, inference_voxels_per_second=1e6)
     apply_budget(plan, budget_seconds=630, rates=slow, train_cases=10, validation_voxels=28 * 10**6)
-    # 30 s per validation: 15 % of 600 s pays for 3 of them
+    # 30 s per validation: 15 % of 625 s pays for 3 of them
     per_epoch = plan.get("data.samples_per_epoch") // plan.get("data.batch_size")
-    steps = int((600 - 3 * 30.0) * 0.9 * 2.0)
+    steps = int((625 - 3 * 30.0) * 0.9 * 2.0)
     assert plan.get("trainer.max_epochs") == 3
     assert per_epoch == steps // 3
     # one validation even when it costs more than the share
@@ -212,8 +212,8 @@ def test_short_volume_runs_get_light_augmentation_and_long_ones_nnunets() -> Non
     volumes = _fingerprint("volumes", [[40, 60, 60]] * 4, [1.0, 1.0, 1.0])
     short, long = plan_from(volumes, CPU, _bytes), plan_from(volumes, CPU, _bytes)
     rates = Rates(steps_per_second=2.0, inference_voxels_per_second=1e9)
-    apply_budget(short, 600, rates, train_cases=4, validation_voxels=10**5)  # 954 steps
-    apply_budget(long, 7200, rates, train_cases=4, validation_voxels=10**5)  # 12,834
+    apply_budget(short, 600, rates, train_cases=4, validation_voxels=10**5)  # 999 steps
+    apply_budget(long, 7200, rates, train_cases=4, validation_voxels=10**5)  # 12,879
     assert short.defaults["augmentation"] == "volume_light"
     assert long.defaults["augmentation"] == "volume_medium"
     chosen = [key for key, _ in short.reasons if key.startswith("augmentation=")]

@@ -1,6 +1,8 @@
 """Autoplan against the hand defaults and a MONAI peer recipe, at equal wall-time budget per
 run, on 2D data sets: ISBI 2012 (the 30 labelled EM slices), hippocampus MRI as 2D slices (built
-here from ../shared/data/hippocampus), and generated sets that stress the rules (tiny objects in
+here from ../shared/data/hippocampus), fluorescence nuclei of the 2018 Data Science Bowl (the
+labelled 512 x 512 image that the stardist wheel on PyPI carries, cut into 16 tiles), and
+generated sets that stress the rules (tiny objects in
 large 16-bit images; many classes).
 
 Per set and fold, three recipes train through ``python train.py`` with ``+trainer.max_time``
@@ -23,11 +25,14 @@ folds) and the plan chosen. Writes results.md and results.json here (or --name).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +88,33 @@ def hippocampus2d(work: Path) -> list[str]:
             "data.class_names=[background,anterior,posterior]"]  # fmt: skip
 
 
+def nuclei(work: Path) -> list[str]:
+    """Nuclei (binary) in 16 tiles of 128 x 128 of the 2018 Data Science Bowl fluorescence
+    image that stardist 0.9.2 ships as test data (Caicedo et al., Nature Methods 2019): the
+    wheel is downloaded with pip and only its two TIFFs are read; stardist is not installed."""
+    import tifffile
+
+    root = work / "nuclei"
+    if root.exists():
+        return [f"data.root={root}", "data.num_classes=2"]
+    wheels = work / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "download", "stardist==0.9.2", "--no-deps",
+                    "-q", "-d", str(wheels)], check=True)  # fmt: skip
+    with zipfile.ZipFile(next(wheels.glob("stardist-0.9.2-*.whl"))) as wheel:
+        image = tifffile.imread(io.BytesIO(wheel.read("stardist/data/images/img2d.tif")))
+        labels = tifffile.imread(io.BytesIO(wheel.read("stardist/data/images/mask2d.tif")))
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    side = 128
+    for y in range(0, image.shape[0], side):
+        for x in range(0, image.shape[1], side):
+            name = f"dsb_{y // side}{x // side}.png"
+            tile = np.s_[y : y + side, x : x + side]
+            cv2.imwrite(str(root / "images" / name), image[tile].astype(np.uint8))
+            cv2.imwrite(str(root / "masks" / name), (labels[tile] > 0).astype(np.uint8))
+    return [f"data.root={root}", "data.num_classes=2"]
+
+
 def generated(root: Path, count: int, seed: int, make: Any) -> None:
     """``count`` pairs from ``make(rng) -> (image, mask)`` as PNG files in ``root``, once."""
     if root.exists():
@@ -130,7 +162,7 @@ def many_classes(work: Path) -> list[str]:
     return [f"data.root={work / 'many_classes'}", "data.num_classes=8"]
 
 
-SETS = {"isbi2012": isbi2012, "hippocampus2d": hippocampus2d, "tiny": tiny,
+SETS = {"isbi2012": isbi2012, "hippocampus2d": hippocampus2d, "nuclei": nuclei, "tiny": tiny,
         "many_classes": many_classes}  # fmt: skip
 
 
@@ -139,7 +171,8 @@ def train(
 ) -> dict[str, Any]:
     """Trains one recipe into ``run`` (a finished run there is read, not trained again)."""
     started = time.perf_counter()
-    if not (run / "metrics.json").is_file():
+    trained_now = not (run / "metrics.json").is_file()
+    if trained_now:
         measured_run([str(REPO / "train.py"), *extra, *overrides, "logger=csv",
                       "callbacks.validation_images=null", "test=false", f"hydra.run.dir={run}"],
                      work)  # fmt: skip
@@ -152,7 +185,7 @@ def train(
     mean = {m: statistics.mean(scores[f"{m}_{n}"] for n in foreground) if foreground
             else scores[m] for m in ("dice", "iou")}  # fmt: skip
     return {**mean, "seconds": round(time.perf_counter() - started, 1),
-            "steps": summary["global_step"]}  # fmt: skip
+            "steps": summary["global_step"], "trained_now": trained_now}  # fmt: skip
 
 
 def monai_patch(data: list[str]) -> list[str]:
@@ -189,7 +222,8 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
     folds: dict[str, list[dict[str, Any]]] = {recipe: [] for recipe in RECIPES}
     budget = [f"+trainer.max_time={max_time_argument(options.minutes)}"]
     monai_extra = monai_patch(data)  # the same for every fold: the data is read once
-    for fold in options.folds:
+    fold_numbers = list(range(5)) if name in options.all_folds else options.folds
+    for fold in fold_numbers:
         tag = f"{name}_{fold}"
         base = [*data, f"data.fold={fold}", *budget]
         folds["defaults"].append(train(base, work / f"defaults_{tag}", work))
@@ -205,13 +239,16 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
         folds["MONAI peer"].append(train(monai, work / f"monai_{tag}", work))
         print(f"{name} fold {fold}: " + ", ".join(
             f"{r} {folds[r][-1]['dice']:.4f}" for r in RECIPES), flush=True)  # fmt: skip
-    return {"plan": chosen, "planning_seconds": planning, "folds": folds}
+    return {"plan": chosen, "planning_seconds": planning, "folds": folds,
+            "fold_numbers": fold_numbers}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--all-folds", nargs="*", choices=list(SETS), default=["isbi2012"],
+                        help="sets that run all 5 folds whatever --folds says")  # fmt: skip
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per run")
     parser.add_argument("--name", default="results")
     parser.add_argument("--workdir", type=Path, help="keep the runs here; finished ones are reused")
@@ -227,8 +264,8 @@ def main() -> None:
         "",
         provenance(command_line(__file__)),
         "",
-        "| set | recipe | val Dice | val IoU | steps (median) | Dice vs defaults |",
-        "|---|---|---|---|---|---|",
+        "| set | folds | recipe | val Dice | val IoU | steps (median) | Dice vs defaults |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         reference = [f["dice"] for f in result["folds"]["defaults"]]
@@ -237,16 +274,23 @@ def main() -> None:
             dice = [r["dice"] for r in runs]
             gain = statistics.mean(d - r for d, r in zip(dice, reference, strict=True))
             lines.append(
-                f"| {name} | {recipe} | {mean_sd(dice)} | {mean_sd([r['iou'] for r in runs])} | "
+                f"| {name} | {len(runs)} | {recipe} | {mean_sd(dice)} | "
+                f"{mean_sd([r['iou'] for r in runs])} | "
                 f"{statistics.median(r['steps'] for r in runs)} | {gain:+.4f} |"
             )
     lines += ["", "Plans chosen (planning time apart from the budget):", ""]
     for name, result in results.items():
         lines.append(f"- {name} ({result['planning_seconds']} s): " + ", ".join(
             f"`{c}`" for c in result["plan"]))  # fmt: skip
-    lines += ["", f"Folds {options.folds} of 5; Dice and IoU: validation, best checkpoint, "
-              "mean over the classes after class 0 for every recipe (per-class scores of "
-              "metrics.json), whatever its `module.include_background`."]  # fmt: skip
+    runs = [r for result in results.values() for f in result["folds"].values() for r in f]
+    earlier = sum(not r["trained_now"] for r in runs)
+    lines += ["", "Folds: " + "; ".join(f"{name} {result['fold_numbers']}" for name, result in
+              results.items()) + " of 5. Dice and IoU: validation, best checkpoint, mean over "
+              "the classes after class 0 for every recipe (per-class scores of metrics.json), "
+              "whatever its `module.include_background`."]  # fmt: skip
+    if earlier:
+        lines += ["", f"{earlier} of {len(runs)} runs were read from `--workdir`, trained by an "
+                  "earlier invocation (results.json marks them `trained_now: false`)."]  # fmt: skip
     publish(HERE / options.name, lines, {"minutes": options.minutes, "results": results})
 
 

@@ -29,7 +29,9 @@ PATCHES_PER_SIDE = 2  # the median shorter side of 2D images spans this many pat
 OBJECT_SHARE_OF_PATCH = 0.75  # large objects fit in this share of a patch side
 BACKGROUND_NAMES = {"background", "bg", "void", "none", "other", "unlabelled", "unlabeled"}
 VALIDATIONS = 20  # validations over a planned run, at most
-STARTUP_SECONDS = 30.0
+# Of a budget, before steps run at the measured rate: loader workers, first batches. The budget
+# is the run's time from its first step, as trainer.max_time counts it.
+STARTUP_SECONDS = 5.0
 VALIDATION_SHARE = 0.15  # of the budget, at most, for validation
 VALIDATION_OVERHEAD_SECONDS = 2.0  # per validation, beyond its forward passes: scores, checkpoint
 LOADING_MARGIN = 0.1  # of the training time, for data loading and logging beyond the measured rate
@@ -389,9 +391,9 @@ def apply_budget(
     plan.set(
         "trainer.max_epochs", steps // per_epoch,
         f"{budget_seconds / 60:g} min at {rates.steps_per_second:.2f} steps/s measured here, "
-        f"less {STARTUP_SECONDS:g} s start-up, {validations} validations of "
-        f"{one_validation:.1f} s and {100 * LOADING_MARGIN:g} % for data loading: {steps} "
-        f"steps, validated {steps // per_epoch} times",
+        f"less {STARTUP_SECONDS:g} s start-up, validation ({validations} x "
+        f"{one_validation:.1f} s) and {100 * LOADING_MARGIN:g} % for data loading: {steps} "
+        f"steps in {steps // per_epoch} validated epochs",
     )  # fmt: skip
     if plan.defaults.get("augmentation") == "volume_medium" and steps < LIGHT_AUGMENTATION_STEPS:
         plan.choose(
