@@ -127,7 +127,7 @@ def test_a_diverging_job_fails_alone_and_the_sweep_reports_it(tmp_path: Path) ->
     statuses = [json.loads((j / "metrics.json").read_text())["status"] for j in jobs]
     assert statuses == ["completed", "failed"]
     failed = json.loads((jobs[1] / "metrics.json").read_text())
-    assert failed["error"].startswith("FloatingPointError: training loss is nan")
+    assert failed["error"].startswith("FloatingPointError: training loss became NaN or infinite")
     table = (jobs[0].parent / "summary.md").read_text()
     assert "| optimizer.lr=1e+30 | failed |" in table and "diverged" in table
     assert "1 of 2 jobs did not complete" in result.stdout

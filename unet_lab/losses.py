@@ -70,7 +70,10 @@ def _soft_counts(
     probs = _full_precision(logits).softmax(dim=1)
     valid = _valid_mask(target, ignore_index)
     labels = target.long() if valid is None else target.long().where(valid, 0)
-    one_hot = F.one_hot(labels, num_classes).movedim(-1, 1).to(probs.dtype)
+    # Compared with each class, not F.one_hot: that reads the labels' minimum back to check it
+    # (a host synchronisation each step on a GPU); labels are checked when the data is read.
+    classes = torch.arange(num_classes, device=labels.device).view(1, -1, *[1] * (labels.ndim - 1))
+    one_hot = (labels.unsqueeze(1) == classes).to(probs.dtype)
     if valid is not None:
         keep = valid.unsqueeze(1).to(probs.dtype)
         probs, one_hot = probs * keep, one_hot * keep

@@ -17,6 +17,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from unet_lab.arguments import check_int
+from unet_lab.data.batch_augmentation import BatchAugmentation
 from unet_lab.data.dataset import SegmentationArrayDataset
 from unet_lab.data.normalization import Normalizer
 from unet_lab.data.regions import Regions
@@ -70,6 +71,22 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.datasets: dict[str, SegmentationArrayDataset] = {}
         # Training samples per epoch (None: one per image); subclasses may set it.
         self.samples_per_epoch: int | None = None
+        self.device_augmentation: BatchAugmentation | None = None
+
+    def augment_on_device(self, augmentation: BatchAugmentation) -> None:
+        """Runs ``augmentation`` on each training batch once it is on the training device,
+        instead of augmenting per sample in the loader (``train_transform`` then holds only
+        what makes the samples, such as patch crops): training images reach the device in
+        [0, 1] and are normalized there, after augmenting. Call before :meth:`setup`."""
+        self.device_augmentation = augmentation
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.device_augmentation is None or self.trainer is None or not self.trainer.training:
+            return batch
+        image, mask = self.device_augmentation(
+            batch["image"], batch["mask"], self.trainer.global_rank
+        )
+        return {**batch, "image": self.normalizer.batch(image), "mask": mask}
 
     @property
     @abstractmethod
@@ -95,13 +112,14 @@ class InMemoryDataModule(pl.LightningDataModule):
             key = self._dataset_key(split, stage or "fit")
             if key not in self.datasets:
                 transform = self.train_transform if split == "train" else self.eval_transform
+                on_device = split == "train" and self.device_augmentation is not None
                 native = key != split
                 images, masks = self.load_split(split) if native else self.working_split(split)
                 self.datasets[key] = SegmentationArrayDataset(
                     images,
                     masks,
                     transform,
-                    self.normalizer,
+                    Normalizer("none") if on_device else self.normalizer,
                     length=self.samples_per_epoch if split == "train" else None,
                     image_scale=self.scale if native else 1.0,
                 )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from unet_lab.arguments import InvalidArgumentError, check_choice
 from unet_lab.data.dataset import as_unit_float, standardize
@@ -32,6 +33,7 @@ class Normalizer:
             raise InvalidArgumentError("mean", mean, "per-channel means and stds with 'fixed'")
         self.mean = None if mean is None else np.asarray(mean, np.float32)
         self.std = None if std is None else np.asarray(std, np.float32)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def needs_fit(self) -> bool:
@@ -77,3 +79,28 @@ class Normalizer:
         if self.mean is None or self.std is None:
             raise RuntimeError("dataset normalization used before fit()")
         return (image - self.mean) / np.maximum(self.std, 1e-6)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_on_device": {}}  # loader workers get no device copies
+
+    def batch(self, images: torch.Tensor) -> torch.Tensor:
+        """What calling it does to each image, for a batch ``(N, C, H, W)`` on any device (the
+        statistics are copied there once)."""
+        if self.mode == "none":
+            return images
+        if self.mode == "image":
+            mean = images.mean(dim=(2, 3), keepdim=True)
+            return (images - mean) / images.std(dim=(2, 3), keepdim=True, correction=0).clamp_min(
+                1e-6
+            )
+        if self.mean is None or self.std is None:
+            raise RuntimeError("dataset normalization used before fit()")
+        stats = self._on_device.get(images.device)
+        if stats is None:
+            shape = (1, -1, 1, 1)
+            stats = (
+                torch.as_tensor(self.mean, device=images.device).view(shape),
+                torch.as_tensor(np.maximum(self.std, 1e-6), device=images.device).view(shape),
+            )
+            self._on_device[images.device] = stats
+        return (images - stats[0]) / stats[1]

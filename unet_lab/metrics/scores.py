@@ -8,6 +8,10 @@ Policy, the same for every stage:
 - The means (``dice``, ``iou``) are over the foreground classes (1..C-1) unless
   ``include_background`` is set; with a single class they are over that class.
 - Pixels whose target is ``ignore_index`` are left out of everything.
+
+The matrix accumulates without a host synchronisation, so a training step on a GPU never waits
+for its scores (torchmetrics' update reads a maximum back for ``torch.bincount`` and a count
+for the masking of ignored pixels).
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ def scores_from_confusion(
     return {key: value.float() for key, value in scores.items()}
 
 
+# float32 counts ones exactly up to 2**24: the matrix is accumulated over chunks of this many
+EXACT_CHUNK = 2**24  # pixels, each product converted to integers
+
+
 class SegmentationScores(MulticlassConfusionMatrix):
     """Accumulates a confusion matrix over label maps; ``compute()`` returns named scores."""
 
@@ -72,6 +80,20 @@ class SegmentationScores(MulticlassConfusionMatrix):
         super().__init__(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
         self.class_names = class_names_or_default(num_classes, class_names)
         self.include_background = include_background
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Adds predicted and true label maps (integer classes, the same shape, any number of
+        spatial dimensions) to the matrix as the product of their one-hot encodings: elementwise
+        work and a matrix product, with no value read back to the host."""
+        classes = torch.arange(self.num_classes, device=target.device)
+        truths, predictions = target.reshape(-1), preds.reshape(-1)
+        for start in range(0, truths.numel(), EXACT_CHUNK):
+            truth = truths[start : start + EXACT_CHUNK, None]
+            one_hot_truth = (truth == classes).float()
+            if self.ignore_index is not None:
+                one_hot_truth *= truth != self.ignore_index
+            one_hot_prediction = (predictions[start : start + EXACT_CHUNK, None] == classes).float()
+            self.confmat += (one_hot_truth.T @ one_hot_prediction).round().long()
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return scores_from_confusion(self.confmat, self.class_names, self.include_background)

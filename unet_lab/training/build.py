@@ -15,6 +15,7 @@ from torch import nn
 
 from unet_lab.config.compose import instantiate, instantiate_named, optional
 from unet_lab.config.schema import check_config, check_fit, check_optimizer
+from unet_lab.data.batch_augmentation import BatchAugmentation
 from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.data.files import files_hash
 from unet_lab.errors import ConfigError
@@ -167,13 +168,29 @@ def warn_if_data_changed(cfg: DictConfig, datamodule: Any) -> None:
 def build_datamodule(cfg: DictConfig, augment: bool = False) -> InMemoryDataModule:
     """The data module of a composed training config, its data read and checked. With
     ``augment``, with the config's train and eval pipelines (seeded with ``cfg.seed``), as
-    training uses it; without, as commands that only look at the data use it."""
+    training uses it (``augmentation.on_device``: the train transforms run on each batch on the
+    training device); without, as commands that only look at the data use it."""
     if not augment:
         return instantiate(cfg.data, "data")
+    on_device = bool(cfg.augmentation.get("on_device", False))
     transforms = {
         f"{split}_transform": instantiate(
             cfg.augmentation[split], f"augmentation.{split}", seed=cfg.get("seed")
         )
         for split in ("train", "eval")
+        if not (on_device and split == "train")
     }
-    return instantiate(cfg.data, "data", **transforms)
+    datamodule = instantiate(cfg.data, "data", **transforms)
+    if on_device:
+        if datamodule.spatial_dims != 2:
+            raise ConfigError("augmentation.on_device=true is for 2D images; volumes augment "
+                              "per patch in the loader (augmentation.on_device=false)")  # fmt: skip
+        prefix = "augmentation.train.transforms"
+        named = {
+            name: None if spec is None else instantiate(spec, f"{prefix}.{name}")
+            for name, spec in (cfg.augmentation.train.get("transforms") or {}).items()
+        }
+        datamodule.augment_on_device(
+            BatchAugmentation.from_albumentations(named, prefix, cfg.get("seed"))
+        )
+    return datamodule

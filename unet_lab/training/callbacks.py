@@ -236,7 +236,22 @@ class LogsFromCheckpoint(pl.Callback):
 
 class StopOnNonFiniteLoss(pl.Callback):
     """Stops a run whose training loss became NaN or infinite (it diverged), with an error that
-    says when, instead of training on garbage; the run is then recorded as failed."""
+    says when, instead of training on garbage; the run is then recorded as failed.
+
+    Whether every loss was finite is kept as a flag on the loss's device and read back every
+    ``check_every_n_steps`` steps, before each validation and at each epoch's end (so no
+    checkpoint holds diverged weights): reading it every step would make a GPU wait for each
+    step to finish before the next is queued.
+
+    Args:
+        check_every_n_steps: steps between reads of the flag (a diverged run trains at most
+            this many steps more).
+    """
+
+    def __init__(self, check_every_n_steps: int = 50) -> None:
+        self.check_every_n_steps = check_int("check_every_n_steps", check_every_n_steps, 1)
+        self._finite: torch.Tensor | None = None
+        self._checked_step = 0
 
     def on_train_batch_end(
         self,
@@ -247,10 +262,27 @@ class StopOnNonFiniteLoss(pl.Callback):
         batch_idx: int,
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+        if not isinstance(loss, torch.Tensor):
+            return
+        finite = torch.isfinite(loss.detach()).all()
+        self._finite = finite if self._finite is None else self._finite & finite
+        if trainer.global_step - self._checked_step >= self.check_every_n_steps:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        finite, self._finite = self._finite, None
+        since, self._checked_step = self._checked_step, trainer.global_step
+        if finite is not None and not bool(finite):
             raise FloatingPointError(
-                f"training loss is {loss.item()} at epoch {trainer.current_epoch}, step "
-                f"{trainer.global_step}: the run diverged (lower optimizer.lr?)"
+                f"training loss became NaN or infinite between steps {since} and "
+                f"{trainer.global_step} (epoch {trainer.current_epoch}): the run diverged "
+                "(lower optimizer.lr?)"
             )
 
 

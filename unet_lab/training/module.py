@@ -259,7 +259,9 @@ class SegmentationModule(pl.LightningModule):
                 )
         batch_size = batch["image"].shape[0]
         if stage == "train":  # under DDP this rank's mean: scores are the synchronised measure
-            self.log("train/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            # Not prog_bar: Lightning would read it back each step (a GPU waits); the bars
+            # show it at most once a second (unet_lab.training.progress).
+            self.log("train/loss", loss, on_epoch=True, batch_size=batch_size)
         else:
             # A metric object: the epoch's mean over every image of all ranks (exact also when
             # ranks hold different numbers of images).

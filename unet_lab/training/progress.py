@@ -42,7 +42,34 @@ def progress(style: str = "auto", interval_s: float = 30.0) -> ProgressBar:
         style = "bar" if sys.stdout.isatty() else "lines"
     if style == "lines":
         return PlainProgress(interval_s)
-    return RichProgressBar() if _RICH_AVAILABLE else TQDMProgressBar()
+    return RichBar() if _RICH_AVAILABLE else TqdmBar()
+
+
+class _LossEverySecond:
+    """Adds the training loss to a Lightning bar's metrics, read back from the device at most
+    once a second (each step, the read would make a GPU wait for the step to finish)."""
+
+    _loss: str | None = None
+    _read_at = -math.inf
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)  # type: ignore[misc]
+        now = time.perf_counter()
+        if trainer.training and now - self._read_at >= 1.0:
+            loss = trainer.callback_metrics.get("train/loss_step")
+            self._loss = None if loss is None else f"{float(loss):.4f}"
+            self._read_at = now
+        if self._loss is not None:
+            metrics["train/loss"] = self._loss
+        return metrics
+
+
+class RichBar(_LossEverySecond, RichProgressBar):
+    """Lightning's rich progress bar, with the training loss."""
+
+
+class TqdmBar(_LossEverySecond, TQDMProgressBar):
+    """Lightning's tqdm progress bar (without rich), with the training loss."""
 
 
 def _clock(seconds: float) -> str:
