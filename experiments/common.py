@@ -68,13 +68,15 @@ def plain_training_step(experiment: Any) -> Callable[[torch.Tensor, torch.Tensor
     module = experiment.module
     net = module.net.train()
     optimizer = module.optimizer_factory(net.parameters())
-    bf16 = "bf16" in str(experiment.trainer.precision)
+    precision = str(experiment.trainer.precision)
+    dtype = torch.float16 if precision.startswith("16") else torch.bfloat16
+    device = next(net.parameters()).device.type  # where the network is: cpu or cuda
 
     def step(image: torch.Tensor, target: torch.Tensor) -> None:
         if module.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=dtype, enabled="mixed" in precision):
             loss = module.loss(net(image), target)
         loss.backward()
         optimizer.step()

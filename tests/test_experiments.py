@@ -62,3 +62,33 @@ def test_a_failing_recipe_is_a_failed_row(tmp_path: Path) -> None:
     assert row["curve"] == []
     assert "model.depth" in row["error"]
     assert "| unet-lab default | failed: exit 2: error:" in result["table"]
+
+
+def test_the_gpu_throughput_script_runs_on_the_cpu(tmp_path: Path) -> None:
+    # Made for a GPU; here (no GPU in CI) its quick sizes run on the CPU, and the table says
+    # that its GPU rows are pending.
+    stem = tmp_path / "gpu"
+    subprocess.run(
+        [sys.executable, str(REPO / "experiments/benchmarks/gpu_throughput.py"), "--quick",
+         "--precisions", "32-true", "--variants", "plain", "--name", str(stem)],
+        check=True, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    result = json.loads(stem.with_suffix(".json").read_text())
+    loops = {(row["config"], row["loop"]) for row in result["rows"]}
+    assert ("default", "unet-lab stack") in loops and ("3d", "bare loop: MONAI BasicUNet") in loops
+    assert all("error" not in row and row["images_per_s"] > 0 for row in result["rows"])
+    assert all(row["tflops"] > 0 and row["peak_mib"] > 0 for row in result["rows"])
+    table = stem.with_suffix(".md").read_text()
+    assert "rows pending" in table and "of the bare loop" in table
+
+
+def test_the_data_pipeline_reports_loader_and_device_augmentation(tmp_path: Path) -> None:
+    stem = tmp_path / "pipeline"
+    subprocess.run(
+        [sys.executable, str(REPO / "experiments/benchmarks/data_pipeline.py"), "--quick",
+         "--sizes", "32", "--batches", "2", "--name", str(stem)],
+        check=True, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    rows = {row["preset"]: row for row in json.loads(stem.with_suffix(".json").read_text())["rows"]}
+    assert rows["medium"]["on_device"] > 0 and rows["medium"]["per_worker"] > 0
+    assert rows["heavy"]["on_device"] is None  # blur and elastic have no batch form

@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "overhead": ([], ["--quick"]),
     "model_speed": (["--compile"], ["--quick"]),
     "data_pipeline": ([], ["--quick"]),
+    "gpu_throughput": ([], ["--quick"]),
     "sliding_window": (["--size", "2048"], ["--size", "1024", "--repeats", "1"]),
     "scaling": ([], ["--quick"]),
     "time_to_quality": ([], ["--quick"]),

@@ -20,6 +20,7 @@ from unet_lab.data.datamodule import InMemoryDataModule
 from unet_lab.data.files import files_hash
 from unet_lab.errors import ConfigError
 from unet_lab.runs.checkpoints import AtomicCheckpointIO
+from unet_lab.training.callback_group import grouped
 from unet_lab.training.callbacks import (
     BestMetrics,
     CheckpointOnInterrupt,
@@ -97,14 +98,16 @@ def build(cfg: DictConfig) -> Experiment:
     loggers = instantiate_named(cfg.get("logger"), "logger")
     if not loggers:  # logger=[]: Lightning refuses a learning-rate monitor without one
         named = [c for c in named if not isinstance(c, LearningRateMonitor)]
-    callbacks = [
-        *named,
-        best_metrics,
-        ConfigInCheckpoint(resolved),
-        CheckpointOnInterrupt(),
-        RandomStateInCheckpoint(),
-        LogsFromCheckpoint(),
-    ]
+    callbacks = grouped(  # fewer callbacks for Lightning to call on every step
+        [
+            *named,
+            best_metrics,
+            ConfigInCheckpoint(resolved),
+            CheckpointOnInterrupt(),
+            RandomStateInCheckpoint(),
+            LogsFromCheckpoint(),
+        ]
+    )
     precision = resolve_precision(
         cfg.trainer.precision,
         cfg.trainer.get("accelerator", "auto"),

@@ -124,6 +124,9 @@ class SegmentationModule(pl.LightningModule):
             else None
         )
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # The training loss of the epoch so far: sum over images (on the device) and count.
+        self._training_loss: torch.Tensor | None = None
+        self._training_images = 0
         self.ignore_index = ignore_index
         if boundary_class is not None:
             check_int("boundary_class", boundary_class, 0, num_classes - 1)
@@ -258,10 +261,8 @@ class SegmentationModule(pl.LightningModule):
                     boundary_rand_error(predicted, truth, self.boundary_class, self.ignore_index)
                 )
         batch_size = batch["image"].shape[0]
-        if stage == "train":  # under DDP this rank's mean: scores are the synchronised measure
-            # Not prog_bar: Lightning would read it back each step (a GPU waits); the bars
-            # show it at most once a second (unet_lab.training.progress).
-            self.log("train/loss", loss, on_epoch=True, batch_size=batch_size)
+        if stage == "train":
+            self._add_training_loss(loss, batch_size)
         else:
             # A metric object: the epoch's mean over every image of all ranks (exact also when
             # ranks hold different numbers of images).
@@ -269,6 +270,35 @@ class SegmentationModule(pl.LightningModule):
             mean_loss.update(loss.detach(), weight=batch_size)
             self.log(f"{stage}/loss", mean_loss, on_epoch=True, prog_bar=True)
         return {"loss": loss, "preds": preds, "target": target}
+
+    def _add_training_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Adds a step's loss to the epoch's sum, kept on the device (its mean is logged at the
+        epoch's end as ``train/loss_epoch``), and logs it as ``train/loss_step`` on the steps
+        the loggers write (``trainer.log_every_n_steps``) only: Lightning's ``log`` costs about
+        half a millisecond of Python per call, and reading a value for the progress bar each
+        step would make a GPU wait (the bars show ``train/loss_step``, read once a second)."""
+        value = loss.detach().float() * batch_size
+        total = self._training_loss
+        self._training_loss = value if total is None else total + value
+        self._training_images += batch_size
+        trainer = self._trainer
+        every = max(1, int(trainer.log_every_n_steps)) if trainer is not None else 1
+        if (self.global_step + 1) % every == 0:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False,
+                     batch_size=batch_size)  # fmt: skip
+        if trainer is not None and trainer.is_last_batch:  # before the epoch-end callbacks
+            self._log_training_loss()
+
+    def _log_training_loss(self) -> None:
+        """Logs the mean training loss of the epoch so far as ``train/loss_epoch`` (under DDP
+        the mean of the ranks' means) and starts a new sum."""
+        if self._training_loss is not None:
+            mean = self._training_loss / self._training_images
+            self.log("train/loss_epoch", mean, on_step=False, on_epoch=True, sync_dist=True)
+        self._training_loss, self._training_images = None, 0
+
+    def on_train_epoch_start(self) -> None:
+        self._training_loss, self._training_images = None, 0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         return self._step(batch, "train")
@@ -296,6 +326,8 @@ class SegmentationModule(pl.LightningModule):
         scores.reset()
 
     def on_train_epoch_end(self) -> None:
+        if self._training_loss is not None:  # an epoch stopped before its last batch
+            self._log_training_loss()
         self._log_scores("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -334,7 +366,9 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
     """Class per pixel: the argmax, or for one output channel (a foreground logit) logit > 0."""
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).long()
-    return logits.argmax(dim=1)
+    # max(...).indices, the same first-on-ties labels: argmax over the channels of an NCHW
+    # tensor takes 10x longer on a CPU (22 ms against 1.8 ms for 16 x 4 x 128 x 128).
+    return logits.max(dim=1).indices
 
 
 def _channels_last(ndim: int) -> torch.memory_format:
