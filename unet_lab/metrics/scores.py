@@ -63,10 +63,6 @@ def scores_from_confusion(
     return {key: value.float() for key, value in scores.items()}
 
 
-# float32 counts ones exactly up to 2**24: the matrix is accumulated over chunks of this many
-EXACT_CHUNK = 2**24  # pixels, each product converted to integers
-
-
 class SegmentationScores(MulticlassConfusionMatrix):
     """Accumulates a confusion matrix over label maps; ``compute()`` returns named scores."""
 
@@ -83,17 +79,18 @@ class SegmentationScores(MulticlassConfusionMatrix):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Adds predicted and true label maps (integer classes, the same shape, any number of
-        spatial dimensions) to the matrix as the product of their one-hot encodings: elementwise
-        work and a matrix product, with no value read back to the host."""
-        classes = torch.arange(self.num_classes, device=target.device)
-        truths, predictions = target.reshape(-1), preds.reshape(-1)
-        for start in range(0, truths.numel(), EXACT_CHUNK):
-            truth = truths[start : start + EXACT_CHUNK, None]
-            one_hot_truth = (truth == classes).float()
-            if self.ignore_index is not None:
-                one_hot_truth *= truth != self.ignore_index
-            one_hot_prediction = (predictions[start : start + EXACT_CHUNK, None] == classes).float()
-            self.confmat += (one_hot_truth.T @ one_hot_prediction).round().long()
+        spatial dimensions) to the matrix: each pixel's (true, predicted) pair is counted with
+        ``scatter_add_`` into one bin per pair (ignored pixels into a spare bin, dropped), so no
+        value is read back to the host (``torch.bincount`` reads the maximum back to size its
+        output, and it is also slower on a CPU)."""
+        classes = self.num_classes
+        truths = target.reshape(-1).long()
+        pairs = truths * classes + preds.reshape(-1).long()
+        if self.ignore_index is not None:
+            pairs = torch.where(truths == self.ignore_index, classes * classes, pairs)
+        counts = torch.zeros(classes * classes + 1, dtype=torch.long, device=pairs.device)
+        counts.scatter_add_(0, pairs, torch.ones_like(pairs))
+        self.confmat += counts[:-1].reshape(classes, classes)
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return scores_from_confusion(self.confmat, self.class_names, self.include_background)

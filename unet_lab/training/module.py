@@ -366,8 +366,11 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
     """Class per pixel: the argmax, or for one output channel (a foreground logit) logit > 0."""
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).long()
-    # max(...).indices, the same first-on-ties labels: argmax over the channels of an NCHW
-    # tensor takes 10x longer on a CPU (22 ms against 1.8 ms for 16 x 4 x 128 x 128).
+    if logits.is_contiguous(memory_format=_channels_last(logits.ndim)):
+        return logits.argmax(dim=1)
+    # max(...).indices, the same first-on-ties labels: on a CPU, argmax over the channels of a
+    # channels-first tensor takes 10x longer (22 ms against 1.8 ms for 16 x 4 x 128 x 128;
+    # channels-last, argmax is the faster).
     return logits.max(dim=1).indices
 
 
