@@ -8,8 +8,10 @@ PyTorch loop over the same network, data loader, batch, loss, optimizer and prec
 
 ``--negligible`` trains a network whose compute is negligible (depth 1, width 2, 32 px images,
 batch 2), so that the difference between the two loops is the stack's own time per step: it
-reports milliseconds per step of overhead (target: at most 1 ms on CPU) and writes
-overhead_negligible.{md,json}.
+reports milliseconds per step of overhead (target: at most 1 ms on CPU), and per validation
+batch (``trainer.validate`` against a plain forward-and-loss loop over the validation split),
+and writes overhead_negligible.{md,json}. A third side, Lightning alone (a LightningModule that
+only computes the loss), shows how much of the overhead is Lightning's own loop.
 
 Both sides come from the same composed config (``python train.py``'s default unless
 ``--overrides`` say otherwise), each repeat in a fresh process, the two alternating; the first
@@ -47,16 +49,72 @@ NEGLIGIBLE = ["model.depth=1", "model.width=2", "data.image_size=32", "data.batc
               "data.num_workers=0"]  # fmt: skip
 
 
-def _experiment(overrides: list[str], output_dir: str) -> Any:
+VALIDATION_PASSES, VALIDATION_WINDOW = 3, 16  # passes over the validation split; batches
+
+
+def _experiment(overrides: list[str], output_dir: str, validation: bool = False) -> Any:
     from unet_lab.training import build
 
     no_extras = [
         "callbacks.validation_images=null",
         "trainer.enable_progress_bar=false",
         "trainer.num_sanity_val_steps=0",
-        "++trainer.limit_val_batches=0",
+        *([] if validation else ["++trainer.limit_val_batches=0"]),
     ]
     return build(composed_config([*no_extras, *overrides], output_dir))
+
+
+def validation_unet_lab(overrides: list[str], output_dir: str) -> float:
+    """Validation batches per second of ``trainer.validate`` (unet-lab's validation step:
+    forward, loss, scores, logging): the median over windows of ``VALIDATION_WINDOW`` batches
+    of ``VALIDATION_PASSES`` passes."""
+    import pytorch_lightning as pl
+
+    class BatchTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.passes: list[list[float]] = []
+
+        def on_validation_batch_start(self, trainer: Any, module: Any, batch: Any,
+                                      batch_idx: int, *args: Any) -> None:  # fmt: skip
+            if batch_idx == 0:
+                self.passes.append([time.perf_counter()])
+
+        def on_validation_batch_end(self, trainer: Any, *args: Any) -> None:
+            self.passes[-1].append(time.perf_counter())
+
+    experiment = _experiment(overrides, output_dir, validation=True)
+    timer = BatchTimer()
+    experiment.trainer.callbacks.append(timer)
+    for _ in range(VALIDATION_PASSES):
+        experiment.trainer.validate(experiment.module, datamodule=experiment.datamodule,
+                                    verbose=False)  # fmt: skip
+    return statistics.median(window_rate(times, VALIDATION_WINDOW) for times in timer.passes)
+
+
+def validation_bare(overrides: list[str], output_dir: str) -> float:
+    """The same network, loader, loss and precision over the validation split in a plain
+    loop (forward and loss); batches per second as :func:`validation_unet_lab`'s."""
+    import torch
+
+    experiment = _experiment(overrides, output_dir, validation=True)
+    module, datamodule = experiment.module, experiment.datamodule
+    datamodule.setup("fit")
+    net = module.net.eval()
+    precision = str(experiment.trainer.precision)
+    rates = []
+    for _ in range(VALIDATION_PASSES):
+        times: list[float] = []
+        for batch in datamodule.val_dataloader():
+            if not times:  # when the first batch arrived
+                times.append(time.perf_counter())
+            image = batch["image"]
+            if module.channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad(), torch.autocast("cpu", enabled="mixed" in precision):
+                module.loss(net(image), batch["mask"])
+            times.append(time.perf_counter())
+        rates.append(window_rate(times, VALIDATION_WINDOW))
+    return statistics.median(rates)
 
 
 WINDOW = 50  # steps per timed window: a step rate is the median over the windows
@@ -70,9 +128,9 @@ def window_rate(times: list[float], window: int = WINDOW) -> float:
     return statistics.median(window / (times[end] - times[end - window]) for end in ends)
 
 
-def time_unet_lab(overrides: list[str], warmup: int, steps: int, output_dir: str) -> list[float]:
-    """When each of ``steps`` training steps of ``trainer.fit`` ended (the first entry: when
-    the first began), after ``warmup`` steps."""
+def step_timer(warmup: int, steps: int) -> Any:
+    """A Lightning callback whose ``times`` hold when step ``warmup`` began and when each of
+    the ``steps`` steps after it ended."""
     import pytorch_lightning as pl
 
     class StepTimer(pl.Callback):
@@ -87,8 +145,15 @@ def time_unet_lab(overrides: list[str], warmup: int, steps: int, output_dir: str
             if warmup < trainer.global_step <= warmup + steps:
                 self.times.append(time.perf_counter())
 
+    return StepTimer()
+
+
+def time_unet_lab(overrides: list[str], warmup: int, steps: int, output_dir: str) -> list[float]:
+    """When each of ``steps`` training steps of ``trainer.fit`` ended (the first entry: when
+    the first began), after ``warmup`` steps."""
+
     experiment = _experiment([*overrides, f"++trainer.max_steps={warmup + steps}"], output_dir)
-    timer = StepTimer()
+    timer = step_timer(warmup, steps)
     experiment.trainer.callbacks.append(timer)
     experiment.trainer.fit(experiment.module, datamodule=experiment.datamodule)
     return timer.times
@@ -121,19 +186,7 @@ def time_lightning_alone(
         def configure_optimizers(self) -> Any:
             return module.optimizer_factory(self.net.parameters())
 
-    class StepTimer(pl.Callback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
-            if trainer.global_step == warmup:
-                self.times.append(time.perf_counter())
-
-        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
-            if warmup < trainer.global_step <= warmup + steps:
-                self.times.append(time.perf_counter())
-
-    timer = StepTimer()
+    timer = step_timer(warmup, steps)
     trainer = pl.Trainer(
         max_steps=warmup + steps, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
@@ -187,12 +240,16 @@ def main() -> None:
         timer = {"unet-lab": time_unet_lab, "lightning": time_lightning_alone,
                  "bare": time_bare_loop}[args.child]  # fmt: skip
         times = timer(args.overrides, args.warmup, args.steps, args.output_dir)
-        print(json.dumps({"steps_per_s": window_rate(times)}))
+        validation = {"unet-lab": validation_unet_lab, "bare": validation_bare}.get(args.child)
+        print(json.dumps({"steps_per_s": window_rate(times), "val_batches_per_s":
+                          validation(args.overrides, args.output_dir) if validation and
+                          args.negligible else None}))  # fmt: skip
         return
 
     import tempfile
 
     results: dict[str, list[float]] = {"bare": [], "lightning": [], "unet-lab": []}
+    validation: dict[str, list[float]] = {}  # validation batches/s (--negligible)
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for side in results:
@@ -200,11 +257,14 @@ def main() -> None:
                     sys.executable, __file__, "--child", side,
                     "--output-dir", os.path.join(tmp, f"{side}-{repeat}"),
                     "--steps", str(args.steps), "--warmup", str(args.warmup),
+                    *(["--negligible"] if args.negligible else []),
                     "--overrides", *args.overrides,
                 ]  # fmt: skip
                 done = subprocess.run(command, capture_output=True, text=True, check=True)
                 measured = json.loads(done.stdout.strip().splitlines()[-1])
                 results[side].append(measured["steps_per_s"])
+                if measured["val_batches_per_s"] is not None:
+                    validation.setdefault(side, []).append(measured["val_batches_per_s"])
                 print(f"repeat {repeat} {side}: {measured['steps_per_s']:.3f} steps/s", flush=True)
 
     bare, alone, ours = (statistics.median(results[side]) for side in results)
@@ -234,6 +294,15 @@ def main() -> None:
         f"alone against the bare loop) and {milliseconds - lightning_ms:+.2f} ms unet-lab's: "
         "its callbacks, training scores, logging and learning-rate schedule.",
     ]
+    if validation:
+        bare_val, ours_val = (statistics.median(validation[side]) for side in ("bare", "unet-lab"))
+        lines += [
+            "",
+            f"Validation ({VALIDATION_PASSES} passes over the validation split, batches/s: "
+            f"median over windows of {VALIDATION_WINDOW} batches): bare forward and loss "
+            f"{bare_val:.1f}, unet-lab's validation step (scores, loss, logging) {ours_val:.1f}: "
+            f"**{1000 * (1 / ours_val - 1 / bare_val):+.2f} ms per validation batch**.",
+        ]
     publish(
         HERE / f"{args.name}",
         lines,
@@ -244,6 +313,7 @@ def main() -> None:
             "overhead": overhead,
             "overhead_ms_per_step": milliseconds,
             "lightning_alone_ms_per_step": lightning_ms,
+            "validation_batches_per_s": validation,
         },
     )
 

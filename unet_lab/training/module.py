@@ -264,11 +264,11 @@ class SegmentationModule(pl.LightningModule):
         if stage == "train":
             self._add_training_loss(loss, batch_size)
         else:
-            # A metric object: the epoch's mean over every image of all ranks (exact also when
-            # ranks hold different numbers of images).
+            # The epoch's mean over every image of all ranks (exact also when ranks hold
+            # different numbers of images), logged at the epoch's end (_log_scores); the
+            # weight is made on the loss's device, not copied there each batch.
             mean_loss: MeanMetric = getattr(self, f"{stage}_loss")
-            mean_loss.update(loss.detach(), weight=batch_size)
-            self.log(f"{stage}/loss", mean_loss, on_epoch=True, prog_bar=True)
+            mean_loss.update(loss.detach(), weight=torch.full_like(loss.detach(), batch_size))
         return {"loss": loss, "preds": preds, "target": target}
 
     def _add_training_loss(self, loss: torch.Tensor, batch_size: int) -> None:
@@ -282,7 +282,7 @@ class SegmentationModule(pl.LightningModule):
         self._training_loss = value if total is None else total + value
         self._training_images += batch_size
         trainer = self._trainer
-        every = max(1, int(trainer.log_every_n_steps)) if trainer is not None else 1
+        every = max(1, int(getattr(trainer, "log_every_n_steps", 1) or 1))
         if (self.global_step + 1) % every == 0:
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False,
                      batch_size=batch_size)  # fmt: skip
@@ -315,6 +315,10 @@ class SegmentationModule(pl.LightningModule):
         if stage == "test" and self.test_surface is not None:
             values.update({f"test/{k}": v for k, v in self.test_surface.compute().items()})
             self.test_surface.reset()
+        if stage != "train":
+            mean_loss: MeanMetric = getattr(self, f"{stage}_loss")
+            self.log(f"{stage}/loss", mean_loss.compute(), prog_bar=True)
+            mean_loss.reset()
         if stage != "train" and self.rand_errors is not None:
             rand_error = cast(MeanMetric, self.rand_errors[stage])
             values[f"{stage}/rand_error"] = rand_error.compute()
@@ -326,8 +330,7 @@ class SegmentationModule(pl.LightningModule):
         scores.reset()
 
     def on_train_epoch_end(self) -> None:
-        if self._training_loss is not None:  # an epoch stopped before its last batch
-            self._log_training_loss()
+        self._log_training_loss()  # an epoch stopped before its last batch (max_steps)
         self._log_scores("train")
 
     def on_validation_epoch_end(self) -> None:
