@@ -12,16 +12,10 @@ import pytest
 from conftest import run_cli, run_unet_lab
 from folders import write_dataset, write_volume_dataset
 
+from unet_lab.autoplan.budget import Rates, apply_budget, validation_voxels, working_shape
 from unet_lab.autoplan.fingerprint import CaseFacts, ClassFacts, Fingerprint
 from unet_lab.autoplan.measure import parse_budget
-from unet_lab.autoplan.rules import (
-    Device,
-    Rates,
-    apply_budget,
-    plan_from,
-    validation_voxels,
-    working_shape,
-)
+from unet_lab.autoplan.rules import Device, plan_from
 from unet_lab.autoplan.sources import fingerprint_of
 from unet_lab.config.compose import compose_train_config
 from unet_lab.training.build import build_datamodule, warn_if_data_changed

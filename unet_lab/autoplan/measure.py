@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from unet_lab.autoplan.rules import Device, Rates
+from unet_lab.autoplan.budget import Rates
+from unet_lab.autoplan.rules import Device
 from unet_lab.config.compose import instantiate
 from unet_lab.losses import DeepSupervisionLoss
 from unet_lab.models import UNet

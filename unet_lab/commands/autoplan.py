@@ -21,6 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from unet_lab.autoplan.budget import apply_budget, validation_voxels, working_shape
 from unet_lab.autoplan.files import (
     experiment_yaml,
     plan_markdown,
@@ -30,7 +31,7 @@ from unet_lab.autoplan.files import (
     write_plan,
 )
 from unet_lab.autoplan.measure import measure_rates, parse_budget, sample_bytes_for, this_device
-from unet_lab.autoplan.rules import apply_budget, plan_from, validation_voxels, working_shape
+from unet_lab.autoplan.rules import plan_from
 from unet_lab.autoplan.sources import fingerprint_of
 from unet_lab.config.compose import CONFIG_MODULE, compose_train_config
 from unet_lab.errors import ConfigError, input_errors_exit
