@@ -1,9 +1,10 @@
 """Callbacks without state of their own, run as one Lightning callback.
 
 Lightning calls each of its hooks on every callback, six of them on every training step, each
-call through a profiler context: about 10 microseconds per callback and hook on a CPU, most of
-the framework's time per step with a small network. :class:`CallbackGroup` is one callback that
-calls, for each hook, only those of its callbacks that implement it.
+call through a profiler context: about 10 microseconds per callback and hook on a 2-core AMD
+EPYC (Zen 5), most of the framework's time per step with a small network.
+:class:`CallbackGroup` is one callback that calls, for each hook, only those of its callbacks
+that implement it.
 """
 
 from __future__ import annotations
