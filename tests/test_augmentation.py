@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 from conftest import REPO, compose_config
@@ -10,10 +11,11 @@ from conftest import REPO, compose_config
 from unet_lab.commands.show_aug import augmentation_grid
 from unet_lab.config.compose import instantiate
 from unet_lab.data import compose
-from unet_lab.data.augmentation import random_state, set_random_state
+from unet_lab.data.augmentation import random_state, seed_pipeline, set_random_state
 from unet_lab.data.dataset import as_unit_float
 from unet_lab.data.shapes import render_shapes
 from unet_lab.data.transforms import CoarseGridElastic
+from unet_lab.training.build import build_datamodule
 
 # The 2D presets (the volume_* ones are 3D pipelines: tests/test_volume_augmentation.py).
 PRESETS = sorted(
@@ -113,3 +115,49 @@ def test_the_run_seed_makes_augmentation_repeatable() -> None:
     expected = draws(first)
     set_random_state(second, state)
     assert all(np.array_equal(a, b) for a, b in zip(expected, draws(second), strict=True))
+
+
+def _flip_outcomes(pipeline: A.BaseCompose, draws: int = 400) -> dict[tuple[bool, bool], int]:
+    """How often each (left-right, up-down) flip combination comes out of ``pipeline``."""
+    image = np.arange(4, dtype=np.float32).reshape(2, 2, 1)
+    counts: dict[tuple[bool, bool], int] = {}
+    for _ in range(draws):
+        out = pipeline(image=image)["image"][..., 0]
+        key = (bool(out[0, 0] in (1, 3)), bool(out[0, 0] in (2, 3)))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_transforms_of_a_seeded_pipeline_draw_independently(tmp_path: Path) -> None:
+    # Albumentations seeds every transform of A.Compose(seed=...) alike: the two flips came
+    # out together or not at all. Each of the four combinations has a quarter of the draws.
+    flips = {"hflip": A.HorizontalFlip(p=0.5), "vflip": A.VerticalFlip(p=0.5)}
+    counts = _flip_outcomes(compose(flips, seed=3))
+    assert len(counts) == 4 and min(counts.values()) > 60
+    # ... also in a DataLoader worker, which reseeds its copy of the pipeline
+    seed_pipeline(pipeline := compose(flips, seed=3), 12345)
+    assert len(_flip_outcomes(pipeline)) == 4
+
+
+def test_the_folder_modules_patch_crops_keep_the_run_seed(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        cv2.imwrite(
+            str(folder / "images" / f"{index}.png"), rng.integers(0, 255, (40, 40), np.uint8)
+        )
+        cv2.imwrite(str(folder / "masks" / f"{index}.png"), np.zeros((40, 40), np.uint8))
+    overrides = ["data=folder", f"data.root={folder}", "data.num_classes=2", "data.patch_size=16",
+                 "augmentation=light", "seed=5"]  # fmt: skip
+
+    def crops() -> list[np.ndarray]:
+        datamodule = build_datamodule(compose_config(tmp_path, overrides), augment=True)
+        pipeline = datamodule.train_transform
+        image = np.arange(40 * 40, dtype=np.float32).reshape(40, 40, 1)
+        mask = np.zeros((40, 40), np.uint8)
+        return [pipeline(image=image, mask=mask)["image"] for _ in range(5)]
+
+    first, second = crops(), crops()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))

@@ -7,23 +7,43 @@ off from the command line (``augmentation.train.transforms.hflip.p=1`` or
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import albumentations as A
+import numpy as np
 
 
 def compose(
     transforms: Mapping[str, A.BasicTransform | None] | None = None, seed: int | None = None
 ) -> A.Compose:
     """``A.Compose`` of the transforms that are not None, applied jointly to image and mask.
-    ``seed`` seeds its random draws (albumentations draws from fresh OS entropy otherwise, so
-    the same run seed would give other augmentations each time)."""
+    ``seed`` seeds its random draws (:func:`seed_pipeline`; albumentations draws from fresh OS
+    entropy otherwise, so the same run seed would give other augmentations each time)."""
     steps = [t for t in (transforms or {}).values() if t is not None]
     for name, step in (transforms or {}).items():
         if step is not None and not isinstance(step, A.BasicTransform | A.BaseCompose):
             raise TypeError(f"augmentation transform {name!r} is not an albumentations transform")
-    return A.Compose(steps, seed=seed)
+    pipeline = A.Compose(steps)
+    if seed is not None:
+        seed_pipeline(pipeline, seed)
+    return pipeline
+
+
+def seed_pipeline(pipeline: A.BaseCompose, seed: int) -> None:
+    """Seeds ``pipeline`` and every transform in it with a random stream of its own, derived
+    from ``seed``. Albumentations' ``set_random_seed`` (and ``A.Compose(seed=...)``) gives each
+    transform the same seed, so their draws coincide: a horizontal and a vertical flip of equal
+    probability were always applied together (never one alone), and one transform's strength
+    followed another's."""
+    parts = list(_parts(pipeline))
+    streams = np.random.SeedSequence(seed % 2**64).spawn(len(parts))
+    for part, stream in zip(parts, streams, strict=True):
+        part_seed = int(stream.generate_state(1)[0])
+        part.seed = part_seed
+        part.random_generator = np.random.default_rng(part_seed)
+        part.py_random = random.Random(part_seed)
 
 
 def _parts(pipeline: A.BaseCompose) -> Iterator[Any]:

@@ -17,6 +17,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from unet_lab.arguments import check_int
+from unet_lab.data.augmentation import seed_pipeline
 from unet_lab.data.batch_augmentation import BatchAugmentation
 from unet_lab.data.dataset import SegmentationArrayDataset
 from unet_lab.data.normalization import Normalizer
@@ -244,5 +245,7 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     transform = getattr(info.dataset, "transform", None)
-    if transform is not None and hasattr(transform, "set_random_seed"):
+    if isinstance(transform, A.BaseCompose):
+        seed_pipeline(transform, seed)
+    elif transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from unet_lab.arguments import InvalidArgumentError, check_float, check_int
+from unet_lab.data.augmentation import seed_pipeline
 from unet_lab.data.datamodule import SPLITS, InMemoryDataModule, data_seed
 from unet_lab.data.files import IMAGE_SUFFIXES, DataError, read_image, read_mask
 from unet_lab.data.labels import LabelMapping
@@ -194,7 +195,10 @@ class FolderDataModule(InMemoryDataModule):
                     p=1.0,
                 ),
             ]
+            seed = getattr(train_transform, "seed", None)  # the augmentation's (the run's)
             train_transform = A.Compose([*crop, *(train_transform or A.Compose([])).transforms])
+            if seed is not None:  # a new Compose draws its transforms fresh seeds
+                seed_pipeline(train_transform, seed)
         super().__init__(
             batch_size, num_workers, train_transform, eval_transform, normalization, mean, std
         )
