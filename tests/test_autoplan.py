@@ -9,13 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, run_unet_lab
+from conftest import REPO, run_cli, run_unet_lab
 from folders import write_dataset, write_volume_dataset
+from omegaconf import OmegaConf
 
 from unet_lab.autoplan.budget import Rates, apply_budget, validation_voxels, working_shape
 from unet_lab.autoplan.fingerprint import CaseFacts, ClassFacts, Fingerprint
 from unet_lab.autoplan.measure import parse_budget
-from unet_lab.autoplan.rules import Device, plan_from
+from unet_lab.autoplan.rules import (
+    MEDIUM_BRIGHTNESS,
+    MEDIUM_CONTRAST,
+    MEDIUM_GAMMA,
+    Device,
+    plan_from,
+)
 from unet_lab.autoplan.sources import fingerprint_of
 from unet_lab.config.compose import compose_train_config
 from unet_lab.training.build import build_datamodule, warn_if_data_changed
@@ -40,6 +47,7 @@ def _fingerprint(
     dtype: str = "uint8",
     low: float = 0.0,
     means: list[list[float]] | None = None,
+    spread: float = 60.0,
 ) -> Fingerprint:
     shapes = shapes or [[512, 512]] * 10
     means = means or [[100.0] * channels] * len(shapes)
@@ -66,7 +74,8 @@ def _fingerprint(
         class_names=list(names), channels=channels, dtypes=[dtype], sizes_vary=False,
         median_shape=[float(v) for v in np.median(shapes, axis=0)],
         median_spacing=spacing,
-        intensity=[{"overall": {"min": low, "p99_5": 1000.0}, "foreground": {}}] * channels,
+        intensity=[{"overall": {"min": low, "p99_5": 1000.0, "mean": float(np.mean(means)),
+                                "std": spread}, "foreground": {}}] * channels,
         classes=classes, cases=cases,
     )  # fmt: skip
 
@@ -125,6 +134,21 @@ def test_rare_small_classes_get_oversampling_and_larger_weights() -> None:
     assert plan_from(balanced, CPU, _bytes).get("loss.class_weights") is None
 
 
+def test_tiny_rare_spots_get_smaller_patches_and_a_weighted_cross_entropy() -> None:
+    spots = _fingerprint(shapes=[[768, 1024]] * 10, shares=(0.9998, 0.0002),
+                         diameters=(0.0, 5.0), depths=(None, 1.0))  # fmt: skip
+    plan = plan_from(spots, CPU, _bytes)
+    # p90 objects of 2 x 19.6 px (diameter 7.1): 16 diameters -> 114 -> 128 px, not 256
+    assert plan.get("data.patch_size") == 128
+    assert plan.get("model.depth") == 5  # 128 px pooled to 4 px
+    assert plan.get("data.foreground_oversample") == 0.5
+    assert plan.get("loss.class_weights") == [1.0, 10.0]
+    # objects as large as the patch allows, and a common class, keep the defaults
+    common = _fingerprint(shapes=[[768, 1024]] * 10, shares=(0.9, 0.1), diameters=(0.0, 40.0))
+    plan = plan_from(common, CPU, _bytes)
+    assert plan.get("data.patch_size") == 256 and plan.get("loss.class_weights") is None
+
+
 def test_class_zero_is_background_only_when_it_dominates_and_is_named_so() -> None:
     assert plan_from(_fingerprint(), CPU, _bytes).get("module.include_background") is False
     sky = _fingerprint(names=("sky", "road"))
@@ -155,6 +179,25 @@ def test_normalization_follows_the_spread_of_image_brightness() -> None:
     assert plan_from(steady, CPU, _bytes).get("data.normalization") == "dataset"
     varying = _fingerprint(means=[[v] for v in (20.0, 200.0) * 5])
     assert plan_from(varying, CPU, _bytes).get("data.normalization") == "image"
+
+
+def test_intensity_augmentation_moves_the_mean_by_at_most_one_standard_deviation() -> None:
+    medium = OmegaConf.load(REPO / "conf" / "augmentation" / "medium.yaml").train.transforms
+    assert medium.brightness_contrast.brightness_limit == MEDIUM_BRIGHTNESS
+    assert medium.brightness_contrast.contrast_limit == MEDIUM_CONTRAST
+    assert list(medium.gamma.gamma_limit) == [100 * (1 - MEDIUM_GAMMA), 100 * (1 + MEDIUM_GAMMA)]
+    # 8-bit photographs spread over the range: the preset as it is
+    wide = plan_from(_fingerprint(spread=60.0), CPU, _bytes)
+    assert wide.get("augmentation.train.transforms") is None
+    # 16-bit spots: a background of 20,000 +- 3,000 grey values
+    narrow = _fingerprint(dtype="uint16", means=[[20000.0]] * 10, spread=3000.0)
+    transforms = plan_from(narrow, CPU, _bytes).get("augmentation.train.transforms")
+    spread, mean = 3000 / 65535, 20000 / 65535
+    limits = transforms["brightness_contrast"]
+    assert 0.9 * spread <= limits["brightness_limit"] <= spread
+    assert 0.9 * spread / mean <= limits["contrast_limit"] <= spread / mean
+    low, high = transforms["gamma"]["gamma_limit"]
+    assert high - 100 == 100 - low and 0 < (high - 100) / 100 <= spread / abs(mean * math.log(mean))
 
 
 def test_the_budget_becomes_epochs_at_the_measured_rate() -> None:

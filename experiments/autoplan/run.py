@@ -2,8 +2,8 @@
 run, on 2D data sets: ISBI 2012 (the 30 labelled EM slices), hippocampus MRI as 2D slices (built
 here from ../shared/data/hippocampus), fluorescence nuclei of the 2018 Data Science Bowl (the
 labelled 512 x 512 image that the stardist wheel on PyPI carries, cut into 16 tiles), and
-generated sets that stress the rules (tiny objects in
-large 16-bit images; many classes).
+generated sets that stress the rules (tiny objects in large 16-bit images; many classes;
+anisotropic 3D volumes in NIfTI, 4 x 0.8 x 0.8 mm).
 
 Per set and fold, three recipes train through ``python train.py`` with ``+trainer.max_time``
 set to the budget:
@@ -162,8 +162,31 @@ def many_classes(work: Path) -> list[str]:
     return [f"data.root={work / 'many_classes'}", "data.num_classes=8"]
 
 
+def anisotropic(work: Path) -> list[str]:
+    """3D: ellipsoids, boxes and tubes sized in millimetres, in 24 NIfTI volumes of 20 x 80 x 80
+    voxels of 4 x 0.8 x 0.8 mm (slices 5x thicker than the pixels are wide), stored as int16."""
+    from unet_lab.data.volumes.io import write_volume
+    from unet_lab.data.volumes.synthetic import render_solids
+
+    root = work / "anisotropic"
+    if not root.exists():
+        rng = np.random.default_rng(2)
+        spacing = (4.0, 0.8, 0.8)
+        for index in range(24):
+            image, labels = render_solids(rng, (20, 80, 80), spacing, 4, 4, 0.15)
+            name = f"case_{index:03d}.nii.gz"
+            affine = np.diag([*spacing, 1.0])
+            write_volume(root / "imagesTr" / name, (200 * image[0] + 400).astype(np.int16), affine)
+            write_volume(root / "labelsTr" / name, labels, affine)
+    return ["data=volumes", f"data.root={root}", "data.num_classes=4",
+            "data.class_names=[background,ellipsoid,box,tube]"]  # fmt: skip
+
+
 SETS = {"isbi2012": isbi2012, "hippocampus2d": hippocampus2d, "nuclei": nuclei, "tiny": tiny,
-        "many_classes": many_classes}  # fmt: skip
+        "many_classes": many_classes, "anisotropic": anisotropic}  # fmt: skip
+# The MONAI peer on volumes: BasicUNet in 3D, validated through the same sliding window.
+MONAI_3D = ["model.spatial_dims=3", "module.eval_tile_size=${data.patch_size}",
+            "module.eval_overlap=0.5"]  # fmt: skip
 
 
 def train(
@@ -204,7 +227,9 @@ def monai_patch(data: list[str]) -> list[str]:
 
 
 def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any]:
-    data = ["data=folder", *SETS[name](work), "data.folds=5"]
+    given = SETS[name](work)
+    volumes = "data=volumes" in given
+    data = [*([] if volumes else ["data=folder"]), *given, "data.folds=5"]
     plans = work / "plans"
     planned = plans / f"auto_{name}.run.json"  # a plan made earlier in --workdir: reused
     if planned.is_file():
@@ -221,7 +246,8 @@ def run_set(name: str, options: argparse.Namespace, work: Path) -> dict[str, Any
     chosen = [line.split("`")[1] for line in output.splitlines() if line.startswith("| `")]
     folds: dict[str, list[dict[str, Any]]] = {recipe: [] for recipe in RECIPES}
     budget = [f"+trainer.max_time={max_time_argument(options.minutes)}"]
-    monai_extra = monai_patch(data)  # the same for every fold: the data is read once
+    # the same for every fold: the data is read once
+    monai_extra = MONAI_3D if volumes else monai_patch(data)
     fold_numbers = list(range(5)) if name in options.all_folds else options.folds
     for fold in fold_numbers:
         tag = f"{name}_{fold}"

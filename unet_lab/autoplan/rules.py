@@ -26,6 +26,11 @@ MIN_FEATURE_MAP = 4  # voxels along a pooled axis at the deepest level (nnU-Net'
 MIN_STRUCTURE_DEPTH = 4.0  # px a labelled structure keeps at the working resolution
 PATCHES_PER_SIDE = 2  # the median shorter side of 2D images spans this many patches
 OBJECT_SHARE_OF_PATCH = 0.75  # large objects fit in this share of a patch side
+OBJECT_CONTEXT = 16  # a 2D patch spans at least this many diameters of the largest objects
+MIN_PATCH = 64  # px: the smallest 2D patch planned for small objects
+# conf/augmentation/medium.yaml's intensity ranges (tests/test_autoplan.py checks them)
+MEDIUM_BRIGHTNESS, MEDIUM_CONTRAST, MEDIUM_GAMMA = 0.2, 0.2, 0.2
+RARE_SHARE = 0.001  # a lone foreground class rarer than this gets a cross-entropy weight
 BACKGROUND_NAMES = {"background", "bg", "void", "none", "other", "unlabelled", "unlabeled"}
 
 
@@ -145,12 +150,16 @@ def _plan_images(
     smallest = min(min(s) for s in sizes)
     whole = len(sizes) == 1 and len(set(next(iter(sizes)))) == 1 and smallest <= cap
     patch = None if whole else max(32, min(cap, smallest // 16 * 16))
-    plan.set(
-        "data.patch_size",
-        patch,
-        f"whole {smallest} px images (all square, one size)" if whole
-        else f"square patches of the smallest working side, at most {cap} px",
-    )  # fmt: skip
+    why = (f"whole {smallest} px images (all square, one size)" if whole
+           else f"square patches of the smallest working side, at most {cap} px")  # fmt: skip
+    context = math.ceil(OBJECT_CONTEXT * largest * scale / 16) * 16
+    if patch is not None and largest and max(MIN_PATCH, context) < patch:
+        # Small objects need little context: smaller patches make cheaper steps (more of them
+        # in the budget), and a patch centred on foreground holds a larger share of it.
+        patch = max(MIN_PATCH, context)
+        why = (f"objects at most {largest * scale:.0f} px across (90th percentile): "
+               f"{OBJECT_CONTEXT} diameters of context, at least {MIN_PATCH} px")  # fmt: skip
+    plan.set("data.patch_size", patch, why)
     side = patch or smallest
     depth = max(1, min(5, int(math.log2(side / MIN_FEATURE_MAP))))
     width = 32 if device.gpu else 16
@@ -194,6 +203,7 @@ def _plan_images(
         why = "whole images: every object is in every sample"
     plan.set("data.foreground_oversample", oversample, why)
     plan.choose("augmentation", "medium", "flips, rotations, affine, brightness/contrast, gamma")
+    _size_intensity_augmentation(plan, fp)
     if colour:
         plan.set("augmentation.train.transforms.vflip", None, "colour photographs: up and "
                  "down differ (sky, ground)")  # fmt: skip
@@ -204,6 +214,39 @@ def _plan_images(
         if not colour:
             plan.set("augmentation.train.transforms.rotate90", None, "left and right matter "
                      "(flag): a half turn puts left on the right")  # fmt: skip
+
+
+def _size_intensity_augmentation(plan: Plan, fp: Fingerprint) -> None:
+    """Narrows ``medium``'s brightness, contrast and gamma ranges so that none moves the mean
+    intensity by more than one standard deviation of the data.
+
+    Albumentations sizes them on the full range of the image type (a brightness shift of 0.2 is
+    13,000 grey values in 16 bits), right for photographs that span that range but several
+    standard deviations for data that occupy a narrow band (tiny spots 3 sd above a 16-bit
+    background were lost under such shifts). Contrast ``c`` moves the mean by ``mean * c``,
+    gamma ``g`` by about ``|mean ln mean| * g``.
+    """
+    full = 255.0 if fp.dtypes == ["uint8"] else 65535.0 if "uint16" in fp.dtypes else 1.0
+    stats = [channel["overall"] for channel in fp.intensity]
+    if not stats or not all("std" in s for s in stats):  # no pixel was sampled
+        return
+    spread = min(s["std"] for s in stats) / full
+    mean = float(np.clip(np.mean([s["mean"] for s in stats]) / full, 1e-3, 0.999))
+    limits = {
+        "brightness_contrast.brightness_limit": (spread, MEDIUM_BRIGHTNESS),
+        "brightness_contrast.contrast_limit": (spread / mean, MEDIUM_CONTRAST),
+        "gamma.gamma_limit": (spread / abs(mean * math.log(mean)), MEDIUM_GAMMA),
+    }
+    band = f"intensities spread {100 * spread:.1f} % of the {fp.dtypes[0]} range"
+    for key, (limit, preset) in limits.items():
+        if limit >= preset:
+            continue
+        limit = _two_digits(limit)
+        value: Any = (
+            [round(100 * (1 - limit)), round(100 * (1 + limit))] if "gamma" in key else limit
+        )
+        why = f"{band}: moves the mean by at most one standard deviation (preset ±{preset:g})"
+        plan.set(f"augmentation.train.transforms.{key}", value, why)
 
 
 def _plan_volumes(
@@ -291,6 +334,16 @@ def _plan_classes(plan: Plan, fp: Fingerprint) -> None:
            else ("" if named else ", but not named as background") + ": a class like the others"),
     )  # fmt: skip
     foreground = _foreground(fp)
+    if len(foreground) == 1 and foreground[0].share < RARE_SHARE:
+        # Dice alone balances one class, but on a very rare one the cross-entropy of the
+        # background dominates the first steps and the network predicts background everywhere.
+        rare = foreground[0]
+        weight = round(min(10.0, math.sqrt(background.share / rare.share)), 2)
+        weights = [weight if c is rare else 1.0 for c in fp.classes]
+        plan.set("loss.class_weights", weights, f"{rare.name} covers {100 * rare.share:.3f} % "
+                 "of the pixels: cross-entropy weight sqrt(background share / its share), at "
+                 "most 10")  # fmt: skip
+        return
     if len(foreground) < 2:
         plan.set("loss.class_weights", None, "one foreground class: Dice balances it")
         return
