@@ -85,7 +85,8 @@ def test_thick_slices_get_nnunets_spacing_patch_and_pooling() -> None:
     plan = plan_from(fingerprint, CPU, _bytes)
     assert plan.get("data.target_spacing") == [5.0, 0.7, 0.7]
     patch = plan.get("data.patch_size")
-    assert math.prod(patch) <= 2**18 and patch[0] <= 40 and patch[0] < patch[1] == patch[2]
+    assert math.prod(patch) <= 2**18 and patch[0] <= 40 and patch[0] < min(patch[1:])
+    assert abs(patch[1] - patch[2]) <= 8  # in-plane shrunk in turns, on the pooling grid of 8
     # shrunk from the longest physical extent: z and in-plane span similar millimetres
     assert 0.5 < patch[0] * 5.0 / (patch[1] * 0.7) < 2
     assert plan.get("model.spacing") == "auto" and plan.get("model.depth") >= 3
@@ -96,6 +97,13 @@ def test_small_cases_fit_whole_in_a_patch_on_the_pooling_grid() -> None:
     fingerprint = _fingerprint("volumes", [[36, 50, 35]] * 6, [1.0, 1.0, 1.0])
     plan = plan_from(fingerprint, CPU, _bytes)
     assert plan.get("data.patch_size") == [40, 56, 40] and plan.get("model.depth") == 3
+
+
+def test_volumes_on_a_cpu_get_at_most_three_levels_and_on_a_gpu_more() -> None:
+    fingerprint = _fingerprint("volumes", [[20, 80, 80]] * 8, [4.0, 0.8, 0.8])
+    assert plan_from(fingerprint, CPU, _bytes).get("model.depth") == 3
+    gpu = Device("cuda", 40 * 2**30, "test GPU")
+    assert plan_from(fingerprint, gpu, _bytes).get("model.depth") == 4  # 20 / 4 >= 4 voxels
 
 
 def test_hounsfield_units_get_ct_normalization() -> None:

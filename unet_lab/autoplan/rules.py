@@ -23,6 +23,10 @@ from unet_lab.data.volumes.preprocessing import target_spacing
 from unet_lab.models.anisotropy import pooling_plan
 
 MIN_FEATURE_MAP = 4  # voxels along a pooled axis at the deepest level (nnU-Net's)
+# Levels of a 3D network planned for a CPU: in the few hundred steps a CPU budget affords, depth
+# 3 learnt faster than 4 (experiments/autoplan/results_anisotropic.md; the volumes recipe's 3
+# from hippocampus).
+MAX_DEPTH_3D_CPU = 3
 MIN_STRUCTURE_DEPTH = 4.0  # px a labelled structure keeps at the working resolution
 PATCHES_PER_SIDE = 2  # the median shorter side of 2D images spans this many patches
 OBJECT_SHARE_OF_PATCH = 0.75  # large objects fit in this share of a patch side
@@ -268,7 +272,8 @@ def _plan_volumes(
         axis = int(np.argmax(extents))  # shrink the longest physical extent first
         patch[axis] = max(8, int(patch[axis] * 0.9))
     depth = 1
-    for candidate in range(5, 0, -1):
+    deepest = 5 if device.gpu else MAX_DEPTH_3D_CPU
+    for candidate in range(deepest, 0, -1):
         grid = pooling_plan(candidate, 3, target).grid
         if all(g == 1 or p / g >= MIN_FEATURE_MAP for p, g in zip(patch, grid, strict=True)):
             depth = candidate
@@ -286,7 +291,9 @@ def _plan_volumes(
         f"{'x'.join(map(str, grid))}",
     )  # fmt: skip
     plan.set("model.spacing", "auto", "pooling and kernels per axis from the target spacing")
-    plan.set("model.depth", depth, f"pooled axes keep >= {MIN_FEATURE_MAP} voxels, at most 5")
+    plan.set("model.depth", depth, f"pooled axes keep >= {MIN_FEATURE_MAP} voxels, at most "
+             + ("5" if device.gpu else f"{MAX_DEPTH_3D_CPU} on a CPU (a short run of a few "
+                "hundred steps learns faster with fewer levels)"))  # fmt: skip
     width = 32 if device.gpu else 16
     plan.set("model.width", width, "GPU: 32 channels at the top" if device.gpu
              else "CPU: 16 channels at the top (speed)")  # fmt: skip
