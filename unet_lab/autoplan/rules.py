@@ -230,7 +230,9 @@ def _size_intensity_augmentation(plan: Plan, fp: Fingerprint) -> None:
     background were lost under such shifts). Contrast ``c`` moves the mean by ``mean * c``,
     gamma ``g`` by about ``|mean ln mean| * g``.
     """
-    full = 255.0 if fp.dtypes == ["uint8"] else 65535.0 if "uint16" in fp.dtypes else 1.0
+    # The scale the loader divides by (unet_lab.data.dataset): the integer type's maximum.
+    full = max((float(np.iinfo(d).max) for d in fp.dtypes if np.issubdtype(d, np.integer)),
+               default=1.0)  # fmt: skip
     stats = [channel["overall"] for channel in fp.intensity]
     if not stats or not all("std" in s for s in stats):  # no pixel was sampled
         return
