@@ -170,10 +170,32 @@ def test_batch_normalization_is_the_per_image_normalization(mode: str) -> None:
     np.testing.assert_allclose(batch.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_training_with_augmentation_on_device(tmp_path: Path) -> None:
-    run_cli([*FAST, *TINY_DATA, "augmentation=medium", "augmentation.on_device=true",
-             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)  # fmt: skip
-    assert (tmp_path / "run" / "metrics.json").is_file()
+def test_each_rank_and_epoch_draws_its_own_and_the_same_again() -> None:
+    augmentation = BatchAugmentation.from_albumentations(_named("medium"), PREFIX, seed=2)
+    image, mask = torch.rand(8, 1, 32, 32), torch.randint(0, 3, (8, 32, 32))
+    draws = {key: augmentation(image, mask, *key)[0] for key in [(0, 0), (0, 1), (1, 0)]}
+    assert not torch.equal(draws[0, 0], draws[0, 1]) and not torch.equal(draws[0, 0], draws[1, 0])
+    fresh = BatchAugmentation.from_albumentations(_named("medium"), PREFIX, seed=2)
+    assert torch.equal(fresh(image, mask, 0, 1)[0], draws[0, 1])  # epoch 1 without epoch 0
+
+
+def test_a_resumed_run_augments_on_device_as_the_unbroken_run(tmp_path: Path) -> None:
+    """Training with augmentation on the device, resumed after epoch 1, ends with the weights
+    of the run never stopped (fp32, deterministic, constant learning rate)."""
+    common = [*FAST, *TINY_DATA, "augmentation=medium", "augmentation.on_device=true",
+              "trainer.precision=32-true", "trainer.deterministic=true", "scheduler=none",
+              "test=false"]  # fmt: skip
+    run_cli([*common, "hydra.run.dir=unbroken"], cwd=tmp_path)
+    run_cli([*common, "trainer.max_epochs=1", "hydra.run.dir=first"], cwd=tmp_path)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    run_cli([*common, f"ckpt_path={last}", "trainer.max_epochs=2"], cwd=tmp_path)  # in "first"
+    unbroken, resumed = (
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)
+        for run in ("unbroken", "first")
+    )
+    assert resumed["global_step"] == unbroken["global_step"] == 8
+    expected, actual = unbroken["state_dict"], resumed["state_dict"]
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 
 def test_volumes_are_refused(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from unet_lab.config.compose import CONFIG_MODULE
-from unet_lab.errors import one_line
+from unet_lab.errors import ConfigError, one_line
 from unet_lab.training import build
+from unet_lab.training.build import build_datamodule
 
 CONF = REPO / "conf"
 # Groups whose options are whole run set-ups rather than swappable parts.
@@ -55,7 +56,7 @@ def test_every_option_builds(group: str, option: str, tmp_path: Path) -> None:
         else None
     )
     data = [f"data.root={folder}"] if folder else TINY_DATA
-    if option in ("synthetic3d", "synthetic3d_unet"):
+    if option in ("synthetic3d", "synthetic3d_unet") or option.startswith("volume_"):
         data = ["data=synthetic3d", *TINY_VOLUMES]
     elif option in ("volumes", "volumes_unet"):
         root = write_volume_dataset(tmp_path / "volumes")
@@ -191,6 +192,7 @@ BAD_CONFIGS = [
     ("optimized_metric=val/dicee", ["optimized_metric", "val/dice, val/iou"]),
     ("model.spatial_dims=3", ["model.spatial_dims=3", "2D images", "model.spatial_dims=2"]),
     ("loss=bce", ["loss=bce", "4 classes"]),
+    ("augmentation=volume_light", ["augmentation.train", "for volumes", "augmentation=none"]),
     # an override Hydra's grammar cannot read, and a module path from before 0.2
     ("data.mask_name={id}_x", ["data.mask_name={id}_x", "quote a value"]),
     (
@@ -198,6 +200,14 @@ BAD_CONFIGS = [
         ["callbacks.old._target_", "cannot be imported", "docs/changes.md"],
     ),
 ]
+
+
+def test_volumes_refuse_an_image_augmentation_and_take_none(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, ["data=synthetic3d", "augmentation=light"])
+    with pytest.raises(ConfigError, match=r"augmentation\.train is a pipeline for 2D images"):
+        build_datamodule(cfg, augment=True)
+    cfg = compose_config(tmp_path, ["data=synthetic3d", "augmentation=none"])
+    assert build_datamodule(cfg, augment=True).train_transform is None
 
 
 @pytest.mark.parametrize(("overrides", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])

@@ -86,9 +86,15 @@ def test_the_data_pipeline_reports_loader_and_device_augmentation(tmp_path: Path
     stem = tmp_path / "pipeline"
     subprocess.run(
         [sys.executable, str(REPO / "experiments/benchmarks/data_pipeline.py"), "--quick",
-         "--sizes", "32", "--batches", "2", "--name", str(stem)],
+         "--sizes", "32", "--volume-sizes", "16", "--batches", "2", "--name", str(stem)],
         check=True, capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )  # fmt: skip
-    rows = {row["preset"]: row for row in json.loads(stem.with_suffix(".json").read_text())["rows"]}
-    assert rows["medium"]["on_device"] > 0 and rows["medium"]["per_worker"] > 0
-    assert rows["heavy"]["on_device"] is None  # blur and elastic have no batch form
+    rows = {
+        (row["size"], row["preset"]): row
+        for row in json.loads(stem.with_suffix(".json").read_text())["rows"]
+    }
+    assert rows["32²", "medium"]["on_device"] > 0 and rows["32²", "medium"]["per_worker"] > 0
+    assert rows["32²", "heavy"]["on_device"] is None  # blur and elastic have no batch form
+    patches = rows["16³", "volume_medium"]
+    assert patches["per_worker"] > 0 and patches["model_images_per_s"] > 0
+    assert patches["on_device"] is None  # volumes augment in the loader

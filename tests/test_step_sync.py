@@ -101,6 +101,42 @@ def _watched_fit(tmp_path: Path, accelerator: str, extra: list[str]) -> WatchSte
     return watch
 
 
+class WatchValidation(pl.Callback):
+    """Watches validation from the start of its second batch to the end of its last: the
+    batches' arrival, the steps (scores, loss) and the callbacks between them."""
+
+    def __init__(self) -> None:
+        self.mode = SyncingOps()
+        self.watched = 0
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, module: Any, batch: Any, batch_idx: int, *args: Any
+    ) -> None:
+        if batch_idx == 1:
+            self.mode.__enter__()
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int,
+        *args: Any,
+    ) -> None:  # fmt: skip
+        if batch_idx >= 1:
+            self.watched += 1
+        if batch_idx == trainer.num_val_batches[0] - 1:
+            self.mode.__exit__(None, None, None)
+
+
+def test_validation_batches_dispatch_no_syncing_operation(tmp_path: Path) -> None:
+    overrides = [*SMALL_UNET, *TINY_DATA, "logger=csv", "callbacks.validation_images=null",
+                 "data.val_size=8", "data.batch_size=2", "data.num_workers=0",
+                 "callbacks.progress.interval_s=3600"]  # fmt: skip
+    experiment = build(compose_config(tmp_path, overrides))
+    watch = WatchValidation()
+    experiment.trainer.callbacks.append(watch)
+    experiment.trainer.validate(experiment.module, datamodule=experiment.datamodule)
+    assert watch.watched == 3
+    assert watch.mode.seen == []
+
+
 @pytest.mark.parametrize("augmentation", ["loader", "on_device"])
 def test_training_steps_dispatch_no_syncing_operation(tmp_path: Path, augmentation: str) -> None:
     extra = ["augmentation=medium"]

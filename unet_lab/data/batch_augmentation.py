@@ -25,6 +25,7 @@ from typing import Protocol
 
 import albumentations as A
 import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -255,18 +256,21 @@ class BatchAugmentation:
 
     Args:
         transforms: the batch transforms (:func:`batch_transform` of each configured one).
-        seed: seeds the generator (one per device, made at the first batch there); None: a
-            seed drawn from torch's global generator.
+        seed: seeds the draws; None: a seed drawn from torch's global generator.
 
-    Call with images ``(N, C, H, W)`` float in [0, 1], masks ``(N, H, W)`` integer and the
-    process's ``rank`` (DDP: each rank draws its own); returns both augmented, with the same
-    shapes, dtypes and device.
+    Call with images ``(N, C, H, W)`` float in [0, 1], masks ``(N, H, W)`` integer, the
+    process's ``rank`` and the training ``epoch``; returns both augmented, with the same
+    shapes, dtypes and device. Each (rank, epoch) draws from a generator of its own on the
+    batch's device, seeded from ``(seed, rank, epoch)``: DDP ranks draw apart, and a run
+    resumed at an epoch boundary draws what the unbroken run would, with no generator state
+    in the checkpoint (under DDP only rank 0's would be there).
     """
 
     def __init__(self, transforms: Sequence[BatchTransform], seed: int | None = None) -> None:
         self.transforms = list(transforms)
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
-        self._generators: dict[torch.device, torch.Generator] = {}
+        # By device: the (rank, epoch) being drawn and its generator.
+        self._generators: dict[torch.device, tuple[tuple[int, int], torch.Generator]] = {}
 
     @classmethod
     def from_albumentations(
@@ -280,12 +284,14 @@ class BatchAugmentation:
         )
 
     def __call__(
-        self, image: torch.Tensor, mask: torch.Tensor, rank: int = 0
+        self, image: torch.Tensor, mask: torch.Tensor, rank: int = 0, epoch: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        generator = self._generators.get(image.device)
-        if generator is None:
-            generator = torch.Generator(image.device).manual_seed(self.seed + 7919 * rank)
-            self._generators[image.device] = generator
+        drawing = self._generators.get(image.device)
+        if drawing is None or drawing[0] != (rank, epoch):
+            seed = np.random.SeedSequence([self.seed, rank, epoch]).generate_state(1, np.uint64)
+            drawing = ((rank, epoch), torch.Generator(image.device).manual_seed(int(seed[0])))
+            self._generators[image.device] = drawing
+        generator = drawing[1]
         for transform in self.transforms:
             image, mask = transform(image, mask, generator)
         return image, mask

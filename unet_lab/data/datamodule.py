@@ -82,10 +82,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.device_augmentation = augmentation
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.device_augmentation is None or self.trainer is None or not self.trainer.training:
+        trainer = self.trainer
+        if self.device_augmentation is None or trainer is None or not trainer.training:
             return batch
         image, mask = self.device_augmentation(
-            batch["image"], batch["mask"], self.trainer.global_rank
+            batch["image"], batch["mask"], trainer.global_rank, trainer.current_epoch
         )
         return {**batch, "image": self.normalizer.batch(image), "mask": mask}
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import albumentations as A
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
@@ -184,6 +185,7 @@ def build_datamodule(cfg: DictConfig, augment: bool = False) -> InMemoryDataModu
         if not (on_device and split == "train")
     }
     datamodule = instantiate(cfg.data, "data", **transforms)
+    _check_train_pipeline(datamodule)
     if on_device:
         if datamodule.spatial_dims != 2:
             raise ConfigError("augmentation.on_device=true is for 2D images; volumes augment "
@@ -197,3 +199,23 @@ def build_datamodule(cfg: DictConfig, augment: bool = False) -> InMemoryDataModu
             BatchAugmentation.from_albumentations(named, prefix, cfg.get("seed"))
         )
     return datamodule
+
+
+def _check_train_pipeline(datamodule: InMemoryDataModule) -> None:
+    """Refuses, naming the key, a train augmentation made for the other kind of data (an
+    albumentations pipeline for volumes, a volume pipeline for images), which would otherwise
+    fail in the loader with a traceback; ``augmentation=none`` suits both."""
+    pipeline = datamodule.train_transform
+    if pipeline is None:
+        return
+    volumes, for_images = datamodule.spatial_dims == 3, isinstance(pipeline, A.BaseCompose)
+    if volumes and for_images and not pipeline.transforms:  # augmentation=none
+        datamodule.train_transform = None
+    elif volumes and for_images:
+        raise ConfigError("augmentation.train is a pipeline for 2D images (albumentations) but "
+                          "the data are volumes: choose augmentation=volume_light, "
+                          "volume_medium or none")  # fmt: skip
+    elif not volumes and not for_images:
+        raise ConfigError("augmentation.train is a pipeline for volumes but the data are 2D "
+                          "images: choose augmentation=none, light, medium, heavy, paper or "
+                          "nnunet")  # fmt: skip

@@ -54,10 +54,12 @@ class CallbackGroup(pl.Callback):
             ]
             if implemented:
                 setattr(self, hook, _calling(implemented))
+        # Lightning reads it at every hook call (to name the profiler's record): made once.
+        self._state_key = "CallbackGroup[" + ",".join(c.state_key for c in self.callbacks) + "]"
 
     @property
     def state_key(self) -> str:
-        return "CallbackGroup[" + ",".join(c.state_key for c in self.callbacks) + "]"
+        return self._state_key
 
     def __repr__(self) -> str:
         return f"CallbackGroup({', '.join(type(c).__name__ for c in self.callbacks)})"
