@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from unet_lab.training.module import channels_last_format
 from unet_lab.training.precision import cpu_has_fast_bf16
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def plain_training_step(experiment: Any) -> Callable[[torch.Tensor, torch.Tensor
 
     def step(image: torch.Tensor, target: torch.Tensor) -> None:
         if module.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
+            image = image.contiguous(memory_format=channels_last_format(image.ndim))
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=dtype, enabled="mixed" in precision):
             loss = module.loss(net(image), target)

@@ -7,7 +7,10 @@ PyTorch loop over the same network, data loader, batch, loss, optimizer and prec
     .venv/bin/python experiments/benchmarks/overhead.py --negligible   # the stack's ms per step
 
 ``--negligible`` trains a network whose compute is negligible (depth 1, width 2, 32 px images,
-batch 2), so that the difference between the two loops is the stack's own time per step: it
+batch 2) on one CPU thread, so that the difference between the loops is the stack's own Python
+time per step (with torch's intra-op threads the tiny operations wait on each other, and on a
+2-core machine any background process, such as the W&B logger's, competes with them: that
+noise is larger than the overhead measured): it
 reports milliseconds per step of overhead (target: at most 1 ms on CPU), and per validation
 batch (``trainer.validate`` against a plain forward-and-loss loop over the validation split),
 and writes overhead_negligible.{md,json}. A third side, Lightning alone (a LightningModule that
@@ -15,7 +18,11 @@ only computes the loss), shows how much of the overhead is Lightning's own loop.
 
 Both sides come from the same composed config (``python train.py``'s default unless
 ``--overrides`` say otherwise), each repeat in a fresh process, the two alternating; the first
-``--warmup`` steps are not timed. A repeat's rate is the median over windows of 50 steps (a
+``--warmup`` steps are not timed. With ``--negligible`` the sides instead take turns in one
+process, in rotating order, a repeat being one turn of each: on a shared 2-core VM the rate of
+the same side moved by up to ±40% between fresh processes, more than the overhead, while
+sides measured back to back in one process move together. The overhead is then the median
+over repeats of each turn's difference. A repeat's rate is the median over windows of 50 steps (a
 burst of other work on a shared machine moves one window, not the result). Reports the median
 steps/s of each and the overhead
 ``bare / unet-lab - 1`` (target: at most 3%) and in milliseconds per step. Writes
@@ -49,7 +56,9 @@ NEGLIGIBLE = ["model.depth=1", "model.width=2", "data.image_size=32", "data.batc
               "data.num_workers=0"]  # fmt: skip
 
 
-VALIDATION_PASSES, VALIDATION_WINDOW = 3, 16  # passes over the validation split; batches
+NEGLIGIBLE_THREADS = 1  # torch's intra-op threads for --negligible (see the docstring)
+VALIDATION_PASSES, VALIDATION_WINDOW = 3, 8  # passes over the validation split; batches
+FINE_WINDOW = 10  # --negligible: steps per window of the fastest-tenth estimate
 
 
 def _experiment(overrides: list[str], output_dir: str, validation: bool = False) -> Any:
@@ -64,10 +73,10 @@ def _experiment(overrides: list[str], output_dir: str, validation: bool = False)
     return build(composed_config([*no_extras, *overrides], output_dir))
 
 
-def validation_unet_lab(overrides: list[str], output_dir: str) -> float:
-    """Validation batches per second of ``trainer.validate`` (unet-lab's validation step:
-    forward, loss, scores, logging): the median over windows of ``VALIDATION_WINDOW`` batches
-    of ``VALIDATION_PASSES`` passes."""
+def validation_unet_lab(overrides: list[str], output_dir: str) -> list[float]:
+    """Milliseconds per batch of ``trainer.validate`` (unet-lab's validation step: forward,
+    loss, scores, logging) in each window of ``VALIDATION_WINDOW`` batches of
+    ``VALIDATION_PASSES`` passes over the validation split."""
     import pytorch_lightning as pl
 
     class BatchTimer(pl.Callback):
@@ -88,12 +97,12 @@ def validation_unet_lab(overrides: list[str], output_dir: str) -> float:
     for _ in range(VALIDATION_PASSES):
         experiment.trainer.validate(experiment.module, datamodule=experiment.datamodule,
                                     verbose=False)  # fmt: skip
-    return statistics.median(window_rate(times, VALIDATION_WINDOW) for times in timer.passes)
+    return [ms for times in timer.passes for ms in window_ms(times, VALIDATION_WINDOW)]
 
 
-def validation_bare(overrides: list[str], output_dir: str) -> float:
+def validation_bare(overrides: list[str], output_dir: str) -> list[float]:
     """The same network, loader, loss and precision over the validation split in a plain
-    loop (forward and loss); batches per second as :func:`validation_unet_lab`'s."""
+    loop (forward and loss); milliseconds per batch as :func:`validation_unet_lab`'s."""
     import torch
 
     experiment = _experiment(overrides, output_dir, validation=True)
@@ -101,7 +110,7 @@ def validation_bare(overrides: list[str], output_dir: str) -> float:
     datamodule.setup("fit")
     net = module.net.eval()
     precision = str(experiment.trainer.precision)
-    rates = []
+    windows = []
     for _ in range(VALIDATION_PASSES):
         times: list[float] = []
         for batch in datamodule.val_dataloader():
@@ -113,11 +122,24 @@ def validation_bare(overrides: list[str], output_dir: str) -> float:
             with torch.no_grad(), torch.autocast("cpu", enabled="mixed" in precision):
                 module.loss(net(image), batch["mask"])
             times.append(time.perf_counter())
-        rates.append(window_rate(times, VALIDATION_WINDOW))
-    return statistics.median(rates)
+        windows += window_ms(times, VALIDATION_WINDOW)
+    return windows
 
 
 WINDOW = 50  # steps per timed window: a step rate is the median over the windows
+
+
+def window_ms(times: list[float], window: int) -> list[float]:
+    """Milliseconds per step in each window of ``window`` consecutive steps (``times``: when
+    each timed step ended, after the time the first started)."""
+    ends = range(window, len(times), window)
+    return [1000 * (times[end] - times[end - window]) / window for end in ends]
+
+
+def fastest_ms(windows: list[float]) -> float:
+    """The time per step of the fastest tenth of ``windows`` (their 10th percentile): other
+    work on the machine only ever adds time, so the fastest windows show a loop's own cost."""
+    return sorted(windows)[len(windows) // 10]
 
 
 def window_rate(times: list[float], window: int = WINDOW) -> float:
@@ -218,6 +240,32 @@ def time_bare_loop(overrides: list[str], warmup: int, steps: int, output_dir: st
     return times
 
 
+def interleaved(args: argparse.Namespace) -> dict[str, Any]:
+    """``--negligible``'s measurement in this process: ``args.repeats`` turns of the three
+    sides (order rotating) and of the two validation sides. Returns the steps/s of each side
+    per turn, and the milliseconds per step (per batch) of every window of
+    ``FINE_WINDOW`` steps (``VALIDATION_WINDOW`` batches) of each side."""
+    timers = {"bare": time_bare_loop, "lightning": time_lightning_alone,
+              "unet-lab": time_unet_lab}  # fmt: skip
+    validations = {"bare": validation_bare, "unet-lab": validation_unet_lab}
+    sides = list(timers)
+    rates: dict[str, list[float]] = {side: [] for side in timers}
+    windows: dict[str, list[float]] = {side: [] for side in timers}
+    validation: dict[str, list[float]] = {side: [] for side in validations}
+    for repeat in range(args.repeats):
+        for side in sides[repeat % 3 :] + sides[: repeat % 3]:
+            output_dir = os.path.join(args.output_dir, f"{side}-{repeat}")
+            times = timers[side](args.overrides, args.warmup, args.steps, output_dir)
+            rates[side].append(window_rate(times))
+            windows[side] += window_ms(times, FINE_WINDOW)
+            print(f"repeat {repeat} {side}: {rates[side][-1]:.3f} steps/s", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        for side in sorted(validations, reverse=bool(repeat % 2)):
+            output_dir = os.path.join(args.output_dir, f"val-{side}-{repeat}")
+            validation[side] += validations[side](args.overrides, output_dir)
+    return {"steps_per_s": rates, "step_ms_windows": windows, "validation_ms_windows": validation}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repeats of 15 steps")
@@ -234,51 +282,71 @@ def main() -> None:
         args.repeats, args.steps = 2, WINDOW
     if args.negligible and not args.child:
         args.overrides = [*NEGLIGIBLE, *args.overrides]
-        args.steps = max(args.steps, 600)
+        args.steps = max(args.steps, 6 * WINDOW)
     args.name = args.name or ("overhead_negligible" if args.negligible else "overhead")
     if args.child:
+        if args.child == "interleaved":
+            import torch
+
+            torch.set_num_threads(NEGLIGIBLE_THREADS)
+            print(json.dumps(interleaved(args)))
+            return
         timer = {"unet-lab": time_unet_lab, "lightning": time_lightning_alone,
                  "bare": time_bare_loop}[args.child]  # fmt: skip
         times = timer(args.overrides, args.warmup, args.steps, args.output_dir)
-        validation = {"unet-lab": validation_unet_lab, "bare": validation_bare}.get(args.child)
-        print(json.dumps({"steps_per_s": window_rate(times), "val_batches_per_s":
-                          validation(args.overrides, args.output_dir) if validation and
-                          args.negligible else None}))  # fmt: skip
+        print(json.dumps({"steps_per_s": window_rate(times)}))
         return
 
     import tempfile
 
     results: dict[str, list[float]] = {"bare": [], "lightning": [], "unet-lab": []}
-    validation: dict[str, list[float]] = {}  # validation batches/s (--negligible)
+    windows: dict[str, list[float]] = {}  # --negligible: ms per step of every fine window
+    validation: dict[str, list[float]] = {}  # --negligible: ms per validation batch, windows
+    common = ["--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--overrides", *args.overrides]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(args.repeats):
+        if args.negligible:
+            command = [sys.executable, __file__, "--child", "interleaved", "--output-dir", tmp,
+                       "--repeats", str(args.repeats), *common]  # fmt: skip
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            results, windows = measured["steps_per_s"], measured["step_ms_windows"]
+            validation = measured["validation_ms_windows"]
+        for repeat in range(0 if args.negligible else args.repeats):
             for side in results:
-                command = [
-                    sys.executable, __file__, "--child", side,
-                    "--output-dir", os.path.join(tmp, f"{side}-{repeat}"),
-                    "--steps", str(args.steps), "--warmup", str(args.warmup),
-                    *(["--negligible"] if args.negligible else []),
-                    "--overrides", *args.overrides,
-                ]  # fmt: skip
+                output_dir = os.path.join(tmp, f"{side}-{repeat}")
+                command = [sys.executable, __file__, "--child", side, "--output-dir", output_dir,
+                           *common]  # fmt: skip
                 done = subprocess.run(command, capture_output=True, text=True, check=True)
-                measured = json.loads(done.stdout.strip().splitlines()[-1])
-                results[side].append(measured["steps_per_s"])
-                if measured["val_batches_per_s"] is not None:
-                    validation.setdefault(side, []).append(measured["val_batches_per_s"])
-                print(f"repeat {repeat} {side}: {measured['steps_per_s']:.3f} steps/s", flush=True)
+                rate = json.loads(done.stdout.strip().splitlines()[-1])["steps_per_s"]
+                results[side].append(rate)
+                print(f"repeat {repeat} {side}: {rate:.3f} steps/s", flush=True)
 
     bare, alone, ours = (statistics.median(results[side]) for side in results)
     overhead = bare / ours - 1
     milliseconds = 1000 * (1 / ours - 1 / bare)
     lightning_ms = 1000 * (1 / alone - 1 / bare)
+    median_ms = milliseconds
+    if args.negligible:  # each side's fastest tenth of windows: what contention did not slow
+        fastest = {side: fastest_ms(windows[side]) for side in windows}
+        milliseconds = fastest["unet-lab"] - fastest["bare"]
+        lightning_ms = fastest["lightning"] - fastest["bare"]
     command = command_line(__file__)
     lines = [
         "# Framework overhead: unet-lab's training stack vs a bare PyTorch loop",
         "",
         provenance(command),
-        f"Config: `python train.py` defaults {' '.join(args.overrides) or ''}; "
+        f"Config: `python train.py` defaults {' '.join(args.overrides) or ''}"
+        f"{f'; torch on {NEGLIGIBLE_THREADS} CPU thread' if args.negligible else ''}; "
         f"{args.steps} timed steps after {args.warmup}, rate: median over windows of {WINDOW} "
-        f"steps; {args.repeats} repeats, median.",
+        f"steps; {args.repeats} repeats, median"
+        + (
+            f", each a turn of every side in one process (order rotating). Overhead in ms: "
+            f"between each side's fastest tenth of {FINE_WINDOW}-step windows (other work on "
+            f"the machine only adds time; the medians' difference is {median_ms:+.2f} ms)."
+            if args.negligible
+            else "."
+        ),
         "",
         "| loop | steps/s (median) | all repeats |",
         "|---|---|---|",
@@ -295,13 +363,15 @@ def main() -> None:
         "its callbacks, training scores, logging and learning-rate schedule.",
     ]
     if validation:
-        bare_val, ours_val = (statistics.median(validation[side]) for side in ("bare", "unet-lab"))
+        bare_val, ours_val = (fastest_ms(validation[side]) for side in ("bare", "unet-lab"))
+        medians = [statistics.median(validation[side]) for side in ("bare", "unet-lab")]
         lines += [
             "",
-            f"Validation ({VALIDATION_PASSES} passes over the validation split, batches/s: "
-            f"median over windows of {VALIDATION_WINDOW} batches): bare forward and loss "
-            f"{bare_val:.1f}, unet-lab's validation step (scores, loss, logging) {ours_val:.1f}: "
-            f"**{1000 * (1 / ours_val - 1 / bare_val):+.2f} ms per validation batch**.",
+            f"Validation ({VALIDATION_PASSES} passes over the validation split per turn, ms per "
+            f"batch of the fastest tenth of {VALIDATION_WINDOW}-batch windows): bare forward "
+            f"and loss {bare_val:.2f}, unet-lab's validation step (scores, loss, logging) "
+            f"{ours_val:.2f}: **{ours_val - bare_val:+.2f} ms per validation batch** (medians: "
+            f"{medians[1] - medians[0]:+.2f} ms).",
         ]
     publish(
         HERE / f"{args.name}",
@@ -313,7 +383,8 @@ def main() -> None:
             "overhead": overhead,
             "overhead_ms_per_step": milliseconds,
             "lightning_alone_ms_per_step": lightning_ms,
-            "validation_batches_per_s": validation,
+            "step_ms_windows": windows,
+            "validation_ms_windows": validation,
         },
     )
 
