@@ -238,10 +238,10 @@ class StopOnNonFiniteLoss(pl.Callback):
     """Stops a run whose training loss became NaN or infinite (it diverged), with an error that
     says when, instead of training on garbage; the run is then recorded as failed.
 
-    Whether every loss was finite is kept as a flag on the loss's device and read back every
-    ``check_every_n_steps`` steps, before each validation and at each epoch's end (so no
-    checkpoint holds diverged weights): reading it every step would make a GPU wait for each
-    step to finish before the next is queued.
+    The losses are summed on their device (a sum is finite only if every loss was: one
+    operation per step) and the sum is read back every ``check_every_n_steps`` steps, before
+    each validation and at each epoch's end (so no checkpoint holds diverged weights): reading
+    a value every step would make a GPU wait for each step to finish before the next is queued.
 
     Args:
         check_every_n_steps: steps between reads of the flag (a diverged run trains at most
@@ -250,7 +250,8 @@ class StopOnNonFiniteLoss(pl.Callback):
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
         self.check_every_n_steps = check_int("check_every_n_steps", check_every_n_steps, 1)
-        self._finite: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None  # of the losses since the last check
+        self._unchecked = 0  # steps since the last check
         self._checked_step = 0
 
     def on_train_batch_end(
@@ -264,9 +265,12 @@ class StopOnNonFiniteLoss(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        finite = torch.isfinite(loss.detach()).all()
-        self._finite = finite if self._finite is None else self._finite & finite
-        if trainer.global_step - self._checked_step >= self.check_every_n_steps:
+        if self._sum is None:
+            self._sum = loss.detach().float().clone()  # its own tensor, added to in place
+        else:
+            self._sum.add_(loss.detach())
+        self._unchecked += 1
+        if self._unchecked >= self.check_every_n_steps:
             self._check(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -276,9 +280,9 @@ class StopOnNonFiniteLoss(pl.Callback):
         self._check(trainer)
 
     def _check(self, trainer: pl.Trainer) -> None:
-        finite, self._finite = self._finite, None
+        total, self._sum, self._unchecked = self._sum, None, 0
         since, self._checked_step = self._checked_step, trainer.global_step
-        if finite is not None and not bool(finite):
+        if total is not None and not bool(torch.isfinite(total).all()):
             raise FloatingPointError(
                 f"training loss became NaN or infinite between steps {since} and "
                 f"{trainer.global_step} (epoch {trainer.current_epoch}): the run diverged "

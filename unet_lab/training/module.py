@@ -127,9 +127,9 @@ class SegmentationModule(pl.LightningModule):
         # loss makes the epoch's mean NaN, as it should.
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
-        # The training loss of the epoch so far: sum over images (on the device) and count.
-        self._training_loss: torch.Tensor | None = None
-        self._training_images = 0
+        # The training loss of the epoch so far: its sum over images (on the device) and their
+        # count, in a dict: updating it each step skips nn.Module's attribute bookkeeping.
+        self._epoch_loss: dict[str, Any] = {"sum": None, "images": 0}
         self.ignore_index = ignore_index
         if boundary_class is not None:
             check_int("boundary_class", boundary_class, 0, num_classes - 1)
@@ -281,10 +281,12 @@ class SegmentationModule(pl.LightningModule):
         half a millisecond of Python per call (2-core AMD EPYC, Zen 5), and reading a value for
         the progress bar each step would make a GPU wait (the bars show ``train/loss_step``,
         read once a second)."""
-        value = loss.detach().float() * batch_size
-        total = self._training_loss
-        self._training_loss = value if total is None else total + value
-        self._training_images += batch_size
+        running = self._epoch_loss
+        if running["sum"] is None:
+            running["sum"] = loss.detach().float() * batch_size  # a new tensor, added to in place
+        else:
+            running["sum"].add_(loss.detach(), alpha=batch_size)
+        running["images"] += batch_size
         trainer = self._trainer
         every = max(1, int(getattr(trainer, "log_every_n_steps", 1) or 1))
         if (self.global_step + 1) % every == 0:
@@ -296,13 +298,14 @@ class SegmentationModule(pl.LightningModule):
     def _log_training_loss(self) -> None:
         """Logs the mean training loss of the epoch so far as ``train/loss_epoch`` (under DDP
         the mean of the ranks' means) and starts a new sum."""
-        if self._training_loss is not None:
-            mean = self._training_loss / self._training_images
+        running = self._epoch_loss
+        if running["sum"] is not None:
+            mean = running["sum"] / running["images"]
             self.log("train/loss_epoch", mean, on_step=False, on_epoch=True, sync_dist=True)
-        self._training_loss, self._training_images = None, 0
+        running["sum"], running["images"] = None, 0
 
     def on_train_epoch_start(self) -> None:
-        self._training_loss, self._training_images = None, 0
+        self._epoch_loss.update(sum=None, images=0)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         return self._step(batch, "train")
