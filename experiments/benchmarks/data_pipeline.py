@@ -176,8 +176,9 @@ def main() -> None:
         "",
         provenance(command),
         f"`python train.py` defaults with `data.image_size` as given (²), and "
-        f"`data=synthetic3d` with cubic patches as given (³, from cubes 1.5 times as wide) "
-        f"{' '.join(args.overrides)}; batch and model as configured; device for the batch "
+        f"`data=synthetic3d` with cubic patches as given (³, from cubes 1.5 times as wide)"
+        f"{''.join(' ' + o for o in args.overrides)}; batch and model as configured; device "
+        f"for the batch "
         f"transforms and the model: **{DEVICE.type}**"
         + (f" ({torch.cuda.get_device_name(0)})" if DEVICE.type == "cuda" else "")
         + f". Medians of {args.repeats} repeats of {args.batches} batches.",
