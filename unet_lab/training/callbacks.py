@@ -244,7 +244,7 @@ class StopOnNonFiniteLoss(pl.Callback):
     a value every step would make a GPU wait for each step to finish before the next is queued.
 
     Args:
-        check_every_n_steps: steps between reads of the flag (a diverged run trains at most
+        check_every_n_steps: steps between reads of the sum (a diverged run trains at most
             this many steps more).
     """
 
