@@ -282,7 +282,7 @@ def main() -> None:
         args.repeats, args.steps = 2, WINDOW
     if args.negligible and not args.child:
         args.overrides = [*NEGLIGIBLE, *args.overrides]
-        args.steps = max(args.steps, 6 * WINDOW)
+        args.steps = max(args.steps, 2 * WINDOW)  # short turns: many chances of a quiet spell
     args.name = args.name or ("overhead_negligible" if args.negligible else "overhead")
     if args.child:
         if args.child == "interleaved":
