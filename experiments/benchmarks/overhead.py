@@ -21,10 +21,11 @@ Both sides come from the same composed config (``python train.py``'s default unl
 ``--warmup`` steps are not timed. With ``--negligible`` the sides instead take turns in one
 process, in rotating order, a repeat being one turn of each: on a shared 2-core VM the rate of
 the same side moved by up to ±40% between fresh processes, more than the overhead, while
-sides measured back to back in one process move together. The overhead is then the median
-over repeats of each turn's difference. A repeat's rate is the median over windows of 50 steps (a
-burst of other work on a shared machine moves one window, not the result). Reports the median
-steps/s of each and the overhead
+sides measured back to back in one process move together; the overhead in milliseconds is then
+the difference between each side's fastest tenth of 10-step windows (other work on the machine
+only ever adds time), the medians' difference printed beside it. A repeat's rate is the
+median over windows of 50 steps (a burst of other work on a shared machine moves one window, not
+the result). Reports the median steps/s of each and the overhead
 ``bare / unet-lab - 1`` (target: at most 3%) and in milliseconds per step. Writes
 overhead.{md,json}.
 """
@@ -105,6 +106,8 @@ def validation_bare(overrides: list[str], output_dir: str) -> list[float]:
     loop (forward and loss); milliseconds per batch as :func:`validation_unet_lab`'s."""
     import torch
 
+    from unet_lab.training.module import channels_last_format
+
     experiment = _experiment(overrides, output_dir, validation=True)
     module, datamodule = experiment.module, experiment.datamodule
     datamodule.setup("fit")
@@ -118,7 +121,7 @@ def validation_bare(overrides: list[str], output_dir: str) -> list[float]:
                 times.append(time.perf_counter())
             image = batch["image"]
             if module.channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
+                image = image.contiguous(memory_format=channels_last_format(image.ndim))
             with torch.no_grad(), torch.autocast("cpu", enabled="mixed" in precision):
                 module.loss(net(image), batch["mask"])
             times.append(time.perf_counter())
@@ -146,8 +149,7 @@ def window_rate(times: list[float], window: int = WINDOW) -> float:
     """Steps per second: the median over windows of ``window`` consecutive steps (``times``:
     when each timed step ended, after the time the first started), so that a burst of another
     process's work on a shared machine moves one window, not the result."""
-    ends = range(window, len(times), window)
-    return statistics.median(window / (times[end] - times[end - window]) for end in ends)
+    return statistics.median(1000 / ms for ms in window_ms(times, window))
 
 
 def step_timer(warmup: int, steps: int) -> Any:
@@ -189,7 +191,8 @@ def time_lightning_alone(
     scheduler. Its distance to the bare loop is Lightning's own time per step, which unet-lab
     cannot cut; times as :func:`time_unet_lab`'s."""
     import pytorch_lightning as pl
-    import torch
+
+    from unet_lab.training.module import channels_last_format
 
     experiment = _experiment(overrides, output_dir)
     module = experiment.module
@@ -202,7 +205,7 @@ def time_lightning_alone(
         def training_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
             image = batch["image"]
             if module.channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
+                image = image.contiguous(memory_format=channels_last_format(image.ndim))
             return self.loss(self.net(image), batch["mask"])
 
         def configure_optimizers(self) -> Any:

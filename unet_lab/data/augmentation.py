@@ -31,6 +31,12 @@ def compose(
     return pipeline
 
 
+def stream_seed(*keys: int) -> int:
+    """A 32-bit seed for the random stream that ``keys`` (seed, rank, epoch, ...) name:
+    different keys give independent streams, the same keys the same stream again."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
 def seed_pipeline(pipeline: A.BaseCompose, seed: int) -> None:
     """Seeds ``pipeline`` and every transform in it with a random stream of its own, derived
     from ``seed``. Albumentations' ``set_random_seed`` (and ``A.Compose(seed=...)``) gives each

@@ -25,10 +25,10 @@ from typing import Protocol
 
 import albumentations as A
 import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unet_lab.data.augmentation import stream_seed
 from unet_lab.errors import ConfigError
 
 # OpenCV border modes of albumentations' Affine, as grid_sample padding.
@@ -288,8 +288,8 @@ class BatchAugmentation:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         drawing = self._generators.get(image.device)
         if drawing is None or drawing[0] != (rank, epoch):
-            seed = np.random.SeedSequence([self.seed, rank, epoch]).generate_state(1, np.uint64)
-            drawing = ((rank, epoch), torch.Generator(image.device).manual_seed(int(seed[0])))
+            seed = stream_seed(self.seed, rank, epoch)
+            drawing = ((rank, epoch), torch.Generator(image.device).manual_seed(seed))
             self._generators[image.device] = drawing
         generator = drawing[1]
         for transform in self.transforms:

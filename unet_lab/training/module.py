@@ -302,7 +302,7 @@ class SegmentationModule(pl.LightningModule):
         if running["sum"] is not None:
             mean = running["sum"] / running["images"]
             self.log("train/loss_epoch", mean, on_step=False, on_epoch=True, sync_dist=True)
-        running["sum"], running["images"] = None, 0
+        running.update(sum=None, images=0)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_loss.update(sum=None, images=0)

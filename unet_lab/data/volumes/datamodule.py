@@ -13,6 +13,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from unet_lab.arguments import InvalidArgumentError, check_float, check_int
+from unet_lab.data.augmentation import stream_seed
 from unet_lab.data.datamodule import check_workers, loader_workers, on_gpu
 from unet_lab.data.files import DataError
 from unet_lab.data.normalization import Normalizer
@@ -129,7 +130,7 @@ class VolumeDataModule(pl.LightningDataModule):
                 self.seed,
             )
             if self._rank():  # DDP: each process draws patches of its own
-                patches.reseed(_stream_seed(self.seed, self._rank()))
+                patches.reseed(stream_seed(self.seed, self._rank()))
             self.datasets["train"] = patches
         for split in ("val", "test"):
             if split not in self.datasets and self.has_split(split):
@@ -158,7 +159,7 @@ class VolumeDataModule(pl.LightningDataModule):
             return
         patches = cast(PatchDataset, self.datasets["train"])
         if self._rank():
-            patches.reseed(_stream_seed(self.seed, self._rank(), int(state.get("step", 0))))
+            patches.reseed(stream_seed(self.seed, self._rank(), int(state.get("step", 0))))
         else:
             patches.load_state_dict(state["patches"])
 
@@ -194,11 +195,6 @@ class VolumeDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._evaluation_loader("test")
-
-
-def _stream_seed(*keys: int) -> int:
-    """A 32-bit seed for the stream that ``keys`` (seed, rank, ...) name."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 def _seed_patch_worker(worker_id: int) -> None:
