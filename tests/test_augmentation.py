@@ -1,11 +1,13 @@
 """Every augmentation preset builds from its YAML, keeps mask labels exact and can be edited."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import albumentations as A
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import REPO, compose_config
 
 from unet_lab.commands.show_aug import augmentation_grid
@@ -14,8 +16,10 @@ from unet_lab.data import compose
 from unet_lab.data.augmentation import random_state, seed_pipeline, set_random_state
 from unet_lab.data.dataset import as_unit_float
 from unet_lab.data.shapes import render_shapes
+from unet_lab.data.synthetic import SyntheticShapesDataModule
 from unet_lab.data.transforms import CoarseGridElastic
 from unet_lab.training.build import build_datamodule
+from unet_lab.training.callbacks import RandomStateInCheckpoint
 
 # The 2D presets (the volume_* ones are 3D pipelines: tests/test_volume_augmentation.py).
 PRESETS = sorted(
@@ -161,3 +165,55 @@ def test_the_folder_modules_patch_crops_keep_the_run_seed(tmp_path: Path) -> Non
 
     first, second = crops(), crops()
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def _ddp_module(rank: int | None, workers: int = 0, step: int = 0) -> SyntheticShapesDataModule:
+    """A data module set up in the DDP process of ``rank`` (None: no trainer, one process)."""
+    transforms = {"contrast": A.RandomBrightnessContrast(p=1.0), "flip": A.HorizontalFlip()}
+    module = SyntheticShapesDataModule(
+        image_size=16, train_size=8, val_size=1, test_size=1, batch_size=4,
+        num_workers=workers, train_transform=compose(transforms, seed=7),
+    )  # fmt: skip
+    if rank is not None:
+        module.trainer = SimpleNamespace(  # type: ignore[assignment]
+            global_rank=rank,
+            global_step=step,
+            datamodule=module,
+            state=SimpleNamespace(fn=None),
+            strategy=SimpleNamespace(root_device=torch.device("cpu")),
+        )
+    module.setup("fit")
+    return module
+
+
+def _first_batch(module: SyntheticShapesDataModule) -> torch.Tensor:
+    torch.manual_seed(0)  # seed_everything seeds every rank's generator alike
+    return next(iter(module.train_dataloader()))["image"]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_each_ddp_rank_augments_with_draws_of_its_own(workers: int) -> None:
+    # The ranks compose the same seeded pipeline and their workers get the same torch seeds:
+    # before, rank 1 applied rank 0's sequence of augmentations to its images.
+    rank0, rank1 = _first_batch(_ddp_module(0, workers)), _first_batch(_ddp_module(1, workers))
+    assert torch.equal(rank0, _first_batch(_ddp_module(None, workers)))  # as one process
+    assert not torch.equal(rank0, rank1)
+    assert torch.equal(rank1, _first_batch(_ddp_module(1, workers)))  # and repeatably so
+
+
+def test_a_resumed_ddp_rank_augments_on_a_stream_of_its_own() -> None:
+    # The checkpoint holds rank 0's augmentation state and step (each module's state_dict).
+    unbroken, checkpoint = _ddp_module(0, step=7), {}
+    first_epoch = _first_batch(unbroken)
+    RandomStateInCheckpoint().on_save_checkpoint(unbroken.trainer, unbroken, checkpoint)  # type: ignore[arg-type]
+    saved = unbroken.state_dict()
+    expected = _first_batch(unbroken)
+    resumed = {rank: _ddp_module(rank) for rank in (0, 1)}
+    for module in resumed.values():  # as Lightning restores: the data module, then callbacks
+        module.load_state_dict(saved)
+        RandomStateInCheckpoint().on_load_checkpoint(module.trainer, module, checkpoint)  # type: ignore[arg-type]
+    assert torch.equal(_first_batch(resumed[0]), expected)
+    assert not torch.equal(expected, first_epoch)
+    rank1 = _first_batch(resumed[1])
+    assert not torch.equal(rank1, expected)
+    assert not torch.equal(rank1, _first_batch(_ddp_module(1)))  # nor its first epoch's draws

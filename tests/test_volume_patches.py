@@ -13,11 +13,13 @@ from conftest import FAST, TINY_VOLUMES, run_cli
 from unet_lab.data.volumes.synthetic import SyntheticVolumeDataModule
 
 
-def _module(rank: int = 0, step: int = 0) -> SyntheticVolumeDataModule:
+def _module(rank: int = 0, step: int = 0, workers: int = 0) -> SyntheticVolumeDataModule:
     module = SyntheticVolumeDataModule(
-        volume_shape=(8, 16, 16), patch_size=(4, 8, 8), train_size=3, val_size=1, test_size=1
-    )
-    module.trainer = SimpleNamespace(global_rank=rank, global_step=step)  # type: ignore[assignment]
+        volume_shape=(8, 16, 16), patch_size=(4, 8, 8), train_size=3, val_size=1, test_size=1,
+        num_workers=workers,
+    )  # fmt: skip
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    module.trainer = SimpleNamespace(global_rank=rank, global_step=step, strategy=cpu)  # type: ignore[assignment]
     module.setup("fit")
     return module
 
@@ -35,6 +37,16 @@ def test_each_ddp_process_draws_patches_of_its_own() -> None:
     first, second = _patches(_module(rank=0)), _patches(_module(rank=1))
     assert not _same(first, second)
     assert _same(_patches(_module(rank=1)), second)  # and repeatably so
+
+
+def test_the_loader_workers_of_each_ddp_process_draw_patches_of_their_own() -> None:
+    def first_batch(rank: int) -> torch.Tensor:
+        torch.manual_seed(0)  # seed_everything seeds every rank's generator alike
+        return next(iter(_module(rank=rank, workers=1).train_dataloader()))["image"]
+
+    first, second = first_batch(0), first_batch(1)
+    assert not torch.equal(first, second)
+    assert torch.equal(first_batch(1), second)
 
 
 def test_the_patch_draws_continue_from_a_checkpoint() -> None:

@@ -8,7 +8,8 @@ import random
 import secrets
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import albumentations as A
 import numpy as np
@@ -17,7 +18,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from unet_lab.arguments import check_int
-from unet_lab.data.augmentation import seed_pipeline
+from unet_lab.data.augmentation import seed_pipeline, stream_seed
 from unet_lab.data.batch_augmentation import BatchAugmentation
 from unet_lab.data.dataset import SegmentationArrayDataset
 from unet_lab.data.normalization import Normalizer
@@ -73,6 +74,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         # Training samples per epoch (None: one per image); subclasses may set it.
         self.samples_per_epoch: int | None = None
         self.device_augmentation: BatchAugmentation | None = None
+        # The seed of the train augmentation as composed, before a DDP rank reseeds it.
+        self._augmentation_seed: int | None = None
 
     def augment_on_device(self, augmentation: BatchAugmentation) -> None:
         """Runs ``augmentation`` on each training batch once it is on the training device,
@@ -113,6 +116,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         for split in _STAGE_SPLITS.get(stage or "", SPLITS):
             key = self._dataset_key(split, stage or "fit")
             if key not in self.datasets:
+                if split == "train":
+                    self._seed_train_transform_for_rank()
                 transform = self.train_transform if split == "train" else self.eval_transform
                 on_device = split == "train" and self.device_augmentation is not None
                 native = key != split
@@ -125,6 +130,31 @@ class InMemoryDataModule(pl.LightningDataModule):
                     length=self.samples_per_epoch if split == "train" else None,
                     image_scale=self.scale if native else 1.0,
                 )
+
+    def _seed_train_transform_for_rank(self) -> None:
+        """Under DDP every process composes the same seeded pipeline: the ranks after the
+        first reseed theirs from (seed, rank), so that they do not apply the same sequence of
+        augmentations to their different images (rank 0 draws as a single process does)."""
+        if isinstance(self.train_transform, A.BaseCompose):
+            self._augmentation_seed = getattr(self.train_transform, "seed", None)
+        self._reseed_train_transform()
+
+    def _reseed_train_transform(self, *keys: int) -> None:
+        rank = process_rank(self.trainer)
+        if rank and self._augmentation_seed is not None:
+            pipeline = cast(A.BaseCompose, self.train_transform)
+            seed_pipeline(pipeline, stream_seed(self._augmentation_seed, rank, *keys))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints by Lightning (rank 0's): the step, from which the other DDP
+        ranks reseed their augmentation on resume (rank 0's generator state is in the
+        checkpoint too, :class:`~unet_lab.training.callbacks.RandomStateInCheckpoint`)."""
+        return {"step": int(self.trainer.global_step)} if self.trainer is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restored by Lightning on resume, after :meth:`setup`: a DDP rank after the first
+        continues on an augmentation stream of its own, seeded from the rank and the step."""
+        self._reseed_train_transform(int(state.get("step", 0)))
 
     def _dataset_key(self, split: str, stage: str) -> str:
         """``split``, or ``<split>:native`` for the splits scored at the images' own size when
@@ -165,7 +195,9 @@ class InMemoryDataModule(pl.LightningDataModule):
             drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,
-            worker_init_fn=seed_worker if workers > 0 else None,
+            worker_init_fn=partial(seed_worker, rank=process_rank(self.trainer))
+            if workers > 0
+            else None,
             pin_memory=on_gpu(self.trainer),
         )
 
@@ -198,6 +230,11 @@ def check_workers(num_workers: int | str) -> int | str:
 def on_gpu(trainer: pl.Trainer | None) -> bool:
     """Whether ``trainer`` runs on a CUDA device."""
     return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+
+def process_rank(trainer: pl.Trainer | None) -> int:
+    """The global rank of this process under ``trainer`` (0 without one)."""
+    return int(trainer.global_rank) if trainer is not None else 0
 
 
 def loader_workers(num_workers: int | str, trainer: pl.Trainer | None) -> int:
@@ -235,14 +272,16 @@ def data_seed(seed: int | None) -> int:
     return drawn
 
 
-def seed_worker(worker_id: int) -> None:
+def seed_worker(worker_id: int, rank: int = 0) -> None:
     """DataLoader workers: each seeds Python, numpy and its copy of the augmentation from its
     own torch seed (derived from the run's seed), so workers neither repeat each other's
-    augmentations nor draw from unseeded entropy."""
+    augmentations nor draw from unseeded entropy. ``rank``: the DDP process's global rank;
+    every rank's torch generator is seeded alike, so its workers' torch seeds repeat those of
+    rank 0, and the ranks after it mix their rank in (:func:`worker_seed`)."""
     info = get_worker_info()
     if info is None:
         return
-    seed = info.seed % 2**32
+    seed = worker_seed(info.seed, rank)
     random.seed(seed)
     np.random.seed(seed)
     transform = getattr(info.dataset, "transform", None)
@@ -250,3 +289,9 @@ def seed_worker(worker_id: int) -> None:
         seed_pipeline(transform, seed)
     elif transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)
+
+
+def worker_seed(torch_seed: int, rank: int) -> int:
+    """The 32-bit seed of a DataLoader worker from its torch seed and its process's rank
+    (rank 0: the torch seed itself, as without DDP)."""
+    return stream_seed(torch_seed, rank) if rank else torch_seed % 2**32

@@ -166,7 +166,8 @@ class RandomStateInCheckpoint(pl.Callback):
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
         transform = _train_transform(trainer)
-        if transform is None or "augmentation" not in state:
+        # Rank 0's draws: the data module gives the other DDP ranks streams of their own.
+        if transform is None or "augmentation" not in state or trainer.global_rank:
             return
         if hasattr(transform, "load_state_dict"):
             transform.load_state_dict(state["augmentation"])

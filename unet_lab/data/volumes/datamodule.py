@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -14,7 +15,13 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from unet_lab.arguments import InvalidArgumentError, check_float, check_int
 from unet_lab.data.augmentation import stream_seed
-from unet_lab.data.datamodule import check_workers, loader_workers, on_gpu
+from unet_lab.data.datamodule import (
+    check_workers,
+    loader_workers,
+    on_gpu,
+    process_rank,
+    worker_seed,
+)
 from unet_lab.data.files import DataError
 from unet_lab.data.normalization import Normalizer
 from unet_lab.data.regions import Regions
@@ -129,15 +136,12 @@ class VolumeDataModule(pl.LightningDataModule):
                 self.train_transform,
                 self.seed,
             )
-            if self._rank():  # DDP: each process draws patches of its own
-                patches.reseed(stream_seed(self.seed, self._rank()))
+            if rank := process_rank(self.trainer):  # DDP: each process draws its own patches
+                patches.reseed(stream_seed(self.seed, rank))
             self.datasets["train"] = patches
         for split in ("val", "test"):
             if split not in self.datasets and self.has_split(split):
                 self.datasets[split] = WholeVolumeDataset(self.cases(split))
-
-    def _rank(self) -> int:
-        return int(self.trainer.global_rank) if self.trainer is not None else 0
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints by Lightning (rank 0's): where the patch draws stand, so a
@@ -158,8 +162,8 @@ class VolumeDataModule(pl.LightningDataModule):
         if "patches" not in state:  # a checkpoint from before 0.2
             return
         patches = cast(PatchDataset, self.datasets["train"])
-        if self._rank():
-            patches.reseed(stream_seed(self.seed, self._rank(), int(state.get("step", 0))))
+        if rank := process_rank(self.trainer):
+            patches.reseed(stream_seed(self.seed, rank, int(state.get("step", 0))))
         else:
             patches.load_state_dict(state["patches"])
 
@@ -171,7 +175,9 @@ class VolumeDataModule(pl.LightningDataModule):
             drop_last=True,
             num_workers=workers,
             persistent_workers=workers > 0,
-            worker_init_fn=_seed_patch_worker if workers > 0 else None,
+            worker_init_fn=partial(_seed_patch_worker, rank=process_rank(self.trainer))
+            if workers > 0
+            else None,
             pin_memory=on_gpu(self.trainer),
         )
 
@@ -197,8 +203,9 @@ class VolumeDataModule(pl.LightningDataModule):
         return self._evaluation_loader("test")
 
 
-def _seed_patch_worker(worker_id: int) -> None:
-    """A DataLoader worker draws its own patches and augmentations (from its torch seed)."""
+def _seed_patch_worker(worker_id: int, rank: int = 0) -> None:
+    """A DataLoader worker draws its own patches and augmentations (from its torch seed and
+    its process's rank, :func:`~unet_lab.data.datamodule.worker_seed`)."""
     info = get_worker_info()
     if info is not None and isinstance(info.dataset, PatchDataset):
-        info.dataset.reseed(info.seed % 2**32)
+        info.dataset.reseed(worker_seed(info.seed, rank))
