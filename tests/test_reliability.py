@@ -263,9 +263,22 @@ class _FakeWandbServer:
             self.server.shutdown()
 
 
+# train.py started by a process that runs W&B itself (a notebook, a script): the child inherits
+# the parent's service (WANDB_SERVICE), which the failed online run leaves holding the run's id.
+FROM_A_WANDB_PROCESS = (
+    "import subprocess, sys, wandb; wandb.setup(); "
+    "sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("behaviour", ["bad key", "unknown entity", "hang"])
-def test_a_misconfigured_wandb_falls_back_to_offline(tmp_path: Path, behaviour: str) -> None:
+@pytest.mark.parametrize(
+    ("behaviour", "parent"),
+    [("bad key", None), ("unknown entity", None), ("hang", None), ("bad key", "wandb")],
+)
+def test_a_misconfigured_wandb_falls_back_to_offline(
+    tmp_path: Path, behaviour: str, parent: str | None
+) -> None:
     """Credentials and a server that answers the connection, so the run starts online; the
     online start fails (bounded by init_timeout) and the run trains, logging offline."""
     server = _FakeWandbServer(behaviour)
@@ -279,11 +292,13 @@ def test_a_misconfigured_wandb_falls_back_to_offline(tmp_path: Path, behaviour: 
     args = [*FAST, *TINY_DATA, "logger=default", "logger.wandb.init_timeout=3"]
     if behaviour == "unknown entity":
         args.append("logger.wandb.entity=nobody")
+    command = [sys.executable, str(REPO / "train.py"), *args, "hydra.run.dir=run"]
+    if parent == "wandb":
+        command = [sys.executable, "-c", FROM_A_WANDB_PROCESS, *command]
     try:
         result = subprocess.run(
-            [sys.executable, str(REPO / "train.py"), *args, "hydra.run.dir=run"],
-            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=240,
-        )  # fmt: skip
+            command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=240
+        )
     finally:
         server.close()
     assert result.returncode == 0, result.stderr[-3000:]

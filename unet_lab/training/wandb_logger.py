@@ -107,6 +107,9 @@ class OfflineFallbackWandbLogger(WandbLogger):
             import wandb
 
             wandb.teardown()  # the failed run's service still holds its id
+            # A service inherited from a parent process that uses W&B (a notebook, a script)
+            # is not ours to tear down and holds the id too: the offline run starts its own.
+            os.environ.pop(wandb.env.SERVICE, None)
             self._wandb_init["mode"] = "offline"
             return super().experiment
 
