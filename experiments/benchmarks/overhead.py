@@ -16,8 +16,9 @@ batch (``trainer.validate`` against a plain forward-and-loss loop over the valid
 and writes overhead_negligible.{md,json}. A third side, Lightning alone (a LightningModule that
 only computes the loss), shows how much of the overhead is Lightning's own loop.
 
-Both sides come from the same composed config (``python train.py``'s default unless
-``--overrides`` say otherwise), each repeat in a fresh process, the two alternating; the first
+Both sides come from the same composed config (``python train.py``'s default, logging to CSV
+only, unless ``--overrides`` say otherwise: ``logger=default`` adds the W&B logger, offline
+without credentials), each repeat in a fresh process, the two alternating; the first
 ``--warmup`` steps are not timed. With ``--negligible`` the sides instead take turns in one
 process, in rotating order, a repeat being one turn of each: on a shared 2-core VM the rate of
 the same side moved by up to ±40% between fresh processes, more than the overhead, while
@@ -275,7 +276,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2 * WINDOW)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--overrides", nargs="*", default=[], help="for both sides")
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], help="for both sides (logger=default: + W&B)"
+    )
     parser.add_argument("--negligible", action="store_true", help="a negligible network")
     parser.add_argument("--name", default=None, help="output file stem")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -339,7 +342,7 @@ def main() -> None:
         "# Framework overhead: unet-lab's training stack vs a bare PyTorch loop",
         "",
         provenance(command),
-        f"Config: `python train.py` defaults {' '.join(args.overrides) or ''}"
+        f"Config: `python train.py` defaults logger=csv {' '.join(args.overrides)}"
         f"{f'; torch on {NEGLIGIBLE_THREADS} CPU thread' if args.negligible else ''}; "
         f"{args.steps} timed steps after {args.warmup}, rate: median over windows of {WINDOW} "
         f"steps; {args.repeats} repeats, median"
