@@ -1,5 +1,6 @@
-"""The experiment scripts stay runnable: each answers --help, and the time-to-quality harness
-runs end to end on tiny settings (a recipe that fails is a failed row, not a crash)."""
+"""The experiment scripts stay runnable: each answers --help, and the time-to-quality, GPU
+throughput, data pipeline and overhead benchmarks run end to end on tiny settings (a recipe that
+fails is a failed row, not a crash)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,22 @@ def test_the_data_pipeline_reports_loader_and_device_augmentation(tmp_path: Path
     patches = rows["16³", "volume_medium"]
     assert patches["per_worker"] > 0 and patches["model_images_per_s"] > 0
     assert patches["on_device"] is None  # volumes augment in the loader
+
+
+def test_the_overhead_with_a_negligible_network_is_reported_per_step(tmp_path: Path) -> None:
+    stem = tmp_path / "overhead"
+    subprocess.run(
+        [sys.executable, str(REPO / "experiments/benchmarks/overhead.py"), "--negligible",
+         "--repeats", "1", "--name", str(stem)],
+        check=True, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert set(result["steps_per_s"]) == {"bare", "lightning", "unet-lab"}
+    assert all(rate > 0 for rates in result["steps_per_s"].values() for rate in rates)
+    # 100 timed steps per side, in windows of 10; each validation side has its windows too
+    assert all(len(w) == 10 for w in result["step_ms_windows"].values())
+    assert set(result["validation_ms_windows"]) == {"bare", "unet-lab"}
+    assert isinstance(result["overhead_ms_per_step"], float)
+    table = stem.with_suffix(".md").read_text()
+    assert "ms per step" in table and "ms per validation batch" in table
+    assert "defaults logger=csv model.depth=1" in table
