@@ -244,29 +244,32 @@ def time_bare_loop(overrides: list[str], warmup: int, steps: int, output_dir: st
     return times
 
 
+# Each side's timer, in the order the tables list them.
+TIMERS = {"bare": time_bare_loop, "lightning": time_lightning_alone, "unet-lab": time_unet_lab}
+VALIDATIONS = {"bare": validation_bare, "unet-lab": validation_unet_lab}
+
+
 def interleaved(args: argparse.Namespace) -> dict[str, Any]:
     """``--negligible``'s measurement in this process: ``args.repeats`` turns of the three
     sides (order rotating) and of the two validation sides. Returns the steps/s of each side
     per turn, and the milliseconds per step (per batch) of every window of
     ``FINE_WINDOW`` steps (``VALIDATION_WINDOW`` batches) of each side."""
-    timers = {"bare": time_bare_loop, "lightning": time_lightning_alone,
-              "unet-lab": time_unet_lab}  # fmt: skip
-    validations = {"bare": validation_bare, "unet-lab": validation_unet_lab}
-    sides = list(timers)
-    rates: dict[str, list[float]] = {side: [] for side in timers}
-    windows: dict[str, list[float]] = {side: [] for side in timers}
-    validation: dict[str, list[float]] = {side: [] for side in validations}
+    sides = list(TIMERS)
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    windows: dict[str, list[float]] = {side: [] for side in sides}
+    validation: dict[str, list[float]] = {side: [] for side in VALIDATIONS}
     for repeat in range(args.repeats):
-        for side in sides[repeat % 3 :] + sides[: repeat % 3]:
+        turn = repeat % len(sides)
+        for side in sides[turn:] + sides[:turn]:
             output_dir = os.path.join(args.output_dir, f"{side}-{repeat}")
-            times = timers[side](args.overrides, args.warmup, args.steps, output_dir)
+            times = TIMERS[side](args.overrides, args.warmup, args.steps, output_dir)
             rates[side].append(window_rate(times))
             windows[side] += window_ms(times, FINE_WINDOW)
             print(f"repeat {repeat} {side}: {rates[side][-1]:.3f} steps/s", file=sys.stderr,
                   flush=True)  # fmt: skip
-        for side in sorted(validations, reverse=bool(repeat % 2)):
+        for side in sorted(VALIDATIONS, reverse=bool(repeat % 2)):
             output_dir = os.path.join(args.output_dir, f"val-{side}-{repeat}")
-            validation[side] += validations[side](args.overrides, output_dir)
+            validation[side] += VALIDATIONS[side](args.overrides, output_dir)
     return {"steps_per_s": rates, "step_ms_windows": windows, "validation_ms_windows": validation}
 
 
@@ -297,15 +300,13 @@ def main() -> None:
             torch.set_num_threads(NEGLIGIBLE_THREADS)
             print(json.dumps(interleaved(args)))
             return
-        timer = {"unet-lab": time_unet_lab, "lightning": time_lightning_alone,
-                 "bare": time_bare_loop}[args.child]  # fmt: skip
-        times = timer(args.overrides, args.warmup, args.steps, args.output_dir)
+        times = TIMERS[args.child](args.overrides, args.warmup, args.steps, args.output_dir)
         print(json.dumps({"steps_per_s": window_rate(times)}))
         return
 
     import tempfile
 
-    results: dict[str, list[float]] = {"bare": [], "lightning": [], "unet-lab": []}
+    results: dict[str, list[float]] = {side: [] for side in TIMERS}
     windows: dict[str, list[float]] = {}  # --negligible: ms per step of every fine window
     validation: dict[str, list[float]] = {}  # --negligible: ms per validation batch, windows
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup),

@@ -204,7 +204,8 @@ def build_datamodule(cfg: DictConfig, augment: bool = False) -> InMemoryDataModu
 def _check_train_pipeline(datamodule: InMemoryDataModule) -> None:
     """Refuses, naming the key, a train augmentation made for the other kind of data (an
     albumentations pipeline for volumes, a volume pipeline for images), which would otherwise
-    fail in the loader with a traceback; ``augmentation=none`` suits both."""
+    fail in the loader with a traceback. ``augmentation=none`` suits both: for volumes its
+    empty albumentations pipeline is dropped."""
     pipeline = datamodule.train_transform
     if pipeline is None:
         return
